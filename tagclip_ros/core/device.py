@@ -1,0 +1,40 @@
+"""Device and numeric precision choice: one place that turns user settings into torch types."""
+from __future__ import annotations
+
+import torch
+
+PRECISIONS: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """`auto` picks the first CUDA GPU when there is one, else the CPU; `cpu`, `cuda`,
+    `cuda:N` are taken as given once checked against what this machine has."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"device {spec!r} is not one of auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} was asked for but this machine has no usable "
+                             "CUDA GPU; set device to cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r} does not exist: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"device {spec!r} is not one of auto, cpu, cuda, cuda:N")
+    return device
+
+
+def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
+    """Map fp32/fp16/bf16 to a dtype; reduced precision is only offered on CUDA."""
+    spec = (spec or "fp32").strip().lower()
+    if spec not in PRECISIONS:
+        raise ValueError(f"precision {spec!r} is not one of {', '.join(PRECISIONS)}")
+    if spec != "fp32" and device.type != "cuda":
+        raise ValueError(f"precision {spec} needs a CUDA device; use fp32 on the CPU")
+    return PRECISIONS[spec]

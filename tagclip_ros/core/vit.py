@@ -1,0 +1,113 @@
+"""The CLIP vision transformer, run the way TagCLIP and CLIP-ES need it.
+
+open_clip's forward returns only the pooled feature. TagCLIP needs more: every token projected
+to the joint space, the head-averaged attention of every block, native (non-224) resolutions,
+a last block where each token attends only to itself, and per-sample attention masks for the
+class-wise crops. This module runs open_clip's own weights block by block to provide that.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .loading import LoadedModel
+
+AttentionHook = Callable[[int, torch.Tensor], None]
+
+# The official code adds -100 (not -inf) to off-diagonal logits of the last block.
+SELF_ONLY_PENALTY = -100.0
+
+
+class VisionTower:
+    """Block-by-block access to a loaded CLIP's image encoder."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.visual = loaded.model.visual
+        self._positional: dict[tuple[int, int, bool], torch.Tensor] = {}
+
+    @property
+    def blocks(self) -> torch.nn.ModuleList:
+        return self.visual.transformer.resblocks
+
+    def positional_embedding(self, grid_h: int, grid_w: int, always_resample: bool = False) -> torch.Tensor:
+        """Positional table for a grid_h × grid_w patch grid (class token first).
+
+        Off the training grid the patch table is resized bilinearly and, as in the official
+        code, the result is rounded through float16."""
+        key = (grid_h, grid_w, always_resample)
+        if key not in self._positional:
+            self._positional[key] = self._build_positional(grid_h, grid_w, always_resample)
+        return self._positional[key]
+
+    def _build_positional(self, grid_h: int, grid_w: int, always_resample: bool) -> torch.Tensor:
+        table = self.visual.positional_embedding
+        side = int(round((table.shape[0] - 1) ** 0.5))
+        if (grid_h, grid_w) == (side, side) and not always_resample:
+            return table
+        patches = table[1:].float().T.reshape(1, -1, side, side)
+        patches = F.interpolate(patches, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
+        resized = torch.cat([table[:1].float(), patches.reshape(table.shape[1], -1).T])
+        return resized.half().to(table.dtype)
+
+    def embed(self, pixels: torch.Tensor, always_resample: bool = False) -> torch.Tensor:
+        """Patch + class tokens with positions, after ln_pre: (B, 1 + gh*gw, width)."""
+        x = self.visual.conv1(pixels.to(device=self.loaded.device, dtype=self.loaded.dtype))
+        grid_h, grid_w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)
+        cls = self.visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding(grid_h, grid_w, always_resample)
+        return self.visual.ln_pre(x)
+
+    def block(self, index: int, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+              hook: AttentionHook | None = None) -> torch.Tensor:
+        """One residual block; `attn_mask` is added to the attention logits (broadcast over
+        heads); `hook` receives the head-averaged attention *before* the mask, as the official
+        code reports it."""
+        blk = self.blocks[index]
+        x = x + blk.ls_1(self.attention(blk.attn, blk.ln_1(x), attn_mask, index, hook))
+        return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+    @staticmethod
+    def attention(attn: torch.nn.MultiheadAttention, x: torch.Tensor, attn_mask: torch.Tensor | None,
+                  index: int, hook: AttentionHook | None) -> torch.Tensor:
+        batch, tokens, width = x.shape
+        heads = attn.num_heads
+        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.reshape(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+        if hook is None:
+            mask = None if attn_mask is None else attn_mask.to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            logits = (q * (width // heads) ** -0.5) @ k.transpose(-1, -2)
+            weights = logits.softmax(dim=-1)
+            hook(index, weights.mean(dim=1))
+            if attn_mask is not None:
+                weights = (logits + attn_mask.to(logits.dtype)).softmax(dim=-1)
+            out = weights @ v
+        out = out.transpose(1, 2).reshape(batch, tokens, width)
+        return attn.out_proj(out)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """ln_post and the projection, applied to every token: (B, N, embed_dim)."""
+        return self.visual.ln_post(x) @ self.visual.proj
+
+    def forward(self, pixels: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                self_only_last: bool = False, hook: AttentionHook | None = None) -> torch.Tensor:
+        """All tokens projected to the joint space. `attn_mask` applies in every block;
+        `self_only_last` makes the last block's tokens attend (almost) only to themselves."""
+        x = self.embed(pixels)
+        last = len(self.blocks) - 1
+        for index in range(len(self.blocks)):
+            mask = attn_mask
+            if index == last and self_only_last:
+                mask = self_only_mask(x.shape[1], x.device)
+            x = self.block(index, x, mask, hook)
+        return self.project(x)
+
+
+def self_only_mask(tokens: int, device: torch.device) -> torch.Tensor:
+    """Additive mask that leaves only the diagonal of the attention logits untouched."""
+    return (1.0 - torch.eye(tokens, device=device)) * SELF_ONLY_PENALTY

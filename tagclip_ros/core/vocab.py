@@ -1,0 +1,124 @@
+"""Vocabularies: class names, the background names scored beside them, and their validation.
+
+A `Vocabulary` is what TagCLIP scores: foreground names (reported, in order; class id i + 1 in
+label masks) and background names (scored so that "sky" or "wall" can win a patch, never
+reported). The built-in `voc` and `coco` sets carry the paper's names and background lists.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+
+COCO_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "sofa", "pottedplant",
+    "bed", "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+)
+
+VOC_BACKGROUND: tuple[str, ...] = (
+    "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea",
+    "railway", "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road",
+    "rock", "street", "valley", "bridge", "sign",
+)
+
+COCO_BACKGROUND: tuple[str, ...] = tuple(n for n in VOC_BACKGROUND if n not in ("keyboard", "sign"))
+
+# CLIP-ES prompts some VOC classes under richer names; the published label stays the class name.
+VOC_SEGMENTATION_NAMES: dict[str, str] = {
+    "bird": "bird avian",
+    "chair": "chair seat",
+    "person": "person with clothes,people,human",
+    "tvmonitor": "tvmonitor screen",
+}
+
+MAX_NAME_LENGTH = 200
+MAX_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Foreground classes (reported) and background names (scored, never reported)."""
+
+    classes: tuple[str, ...]
+    background: tuple[str, ...] = ()
+    segmentation_names: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_names(self.classes, "vocabulary")
+        validate_names(self.background, "background", allow_empty=True)
+        clash = set(self.classes) & set(self.background)
+        if clash:
+            raise ValueError(
+                f"names appear both as classes and as background: {sorted(clash)}")
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        """Foreground then background: the column order of every score matrix."""
+        return self.classes + self.background
+
+    def prompt_name(self, label: str) -> str:
+        """The name CLIP-ES puts into its prompt for `label` (often `label` itself)."""
+        return self.segmentation_names.get(label, label)
+
+
+def validate_names(names: tuple[str, ...] | list[str], what: str,
+                   allow_empty: bool = False) -> None:
+    """Raise ValueError with a one-sentence reason if `names` is not a usable name list."""
+    if not names and not allow_empty:
+        raise ValueError(f"{what} is empty; give at least one class name")
+    if len(names) > MAX_CLASSES:
+        raise ValueError(f"{what} has {len(names)} names; at most {MAX_CLASSES} are allowed")
+    seen: set[str] = set()
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{what} contains a blank name")
+        if name != name.strip():
+            raise ValueError(f"{what} name {name!r} has leading or trailing spaces")
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"{what} name {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
+        if name in seen:
+            raise ValueError(f"{what} contains {name!r} more than once")
+        seen.add(name)
+
+
+BUILTIN: dict[str, Vocabulary] = {
+    "voc": Vocabulary(VOC_CLASSES, VOC_BACKGROUND, dict(VOC_SEGMENTATION_NAMES)),
+    "coco": Vocabulary(COCO_CLASSES, COCO_BACKGROUND),
+}
+
+
+def parse_names(spec: str) -> tuple[str, ...]:
+    """Names from a file (one per line) or a comma-separated string."""
+    if os.path.isfile(spec):
+        with open(spec, encoding="utf-8") as f:
+            return tuple(line.strip() for line in f if line.strip() and not line.startswith("#"))
+    return tuple(part.strip() for part in spec.split(","))
+
+
+def load_vocabulary(spec: str, background: str | None = None) -> Vocabulary:
+    """A vocabulary from `voc`, `coco`, a names file or "a,b,c"; `background` overrides its
+    background list the same way (an empty string means no background names)."""
+    if spec in BUILTIN:
+        base = BUILTIN[spec]
+    else:
+        base = Vocabulary(parse_names(spec))
+    if background is None:
+        return base
+    if background in BUILTIN:
+        bg = BUILTIN[background].background
+    else:
+        bg = parse_names(background) if background.strip() else ()
+    return Vocabulary(base.classes, bg, base.segmentation_names)
