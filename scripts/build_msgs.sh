@@ -4,21 +4,24 @@
 #
 #   scripts/build_msgs.sh VENV BUILD_DIR INSTALL_PREFIX
 #
-# Idempotent: does nothing (in well under a second) when INSTALL_PREFIX's stamp is newer than
-# msg/*.msg, CMakeLists.txt, package.xml and tagclip_ros/__init__.py; otherwise an incremental
-# CMake build. Then `source scripts/ros_env.sh VENV INSTALL_PREFIX` to use it.
+# Idempotent: does nothing (~0.2 s) when INSTALL_PREFIX's stamp is newer than msg/,
+# CMakeLists.txt, package.xml, tagclip_ros/__init__.py and scripts/tagger_node; otherwise an
+# incremental CMake build (~3 s; ~20 s from scratch). Also rewrites, once, the wheel builder's
+# include paths in VENV/share/*/cmake/*.cmake, which a `colcon build` against VENV needs too.
+# Then `. scripts/ros_env.sh VENV INSTALL_PREFIX` to use the messages.
 #
-# How `tagclip_ros` resolves in a development venv (hand-written code pip-installed editable,
-# messages built here): rosidl generates a Python package folder also named `tagclip_ros`
+# How `tagclip_ros` resolves in a development venv (hand-written code pip-installed, editable or
+# not; messages built here): rosidl generates a Python package folder also named `tagclip_ros`
 # (holding `msg/` and the C extensions) in INSTALL_PREFIX/lib/python3.X/site-packages. Two
-# folders of the same name on sys.path do not merge by themselves, so the hand-written
+# folders of the same name do not merge by themselves, so the hand-written
 # tagclip_ros/__init__.py calls pkgutil.extend_path, and this build installs that __init__.py
-# (and no other hand-written module: TAGCLIP_ROS_INSTALL_PYTHON_SOURCES=OFF) over the
-# generated one. Whichever folder comes first on sys.path, tagclip_ros.__path__ then holds both:
-# `tagclip_ros.msg` comes from the prefix, every hand-written module from the source tree
-# (never from a stale copy). This needs the source tree's parent folder on sys.path (the .pth
-# that an editable install of a flat layout writes, or PYTHONPATH); ros_env.sh takes care of
-# the prefix. A colcon/distro build installs everything (the option defaults to ON).
+# (and no other hand-written module: -DTAGCLIP_ROS_INSTALL_PYTHON_SOURCES=OFF) over the
+# generated (empty) one. With the prefix on PYTHONPATH (ros_env.sh), the prefix's copy of
+# __init__.py runs first; `tagclip_ros.msg` comes from the prefix, and every hand-written
+# module from the source tree (setuptools' editable finder, or extend_path when the source's
+# parent folder is on sys.path, e.g. the cwd) -- never from a stale copy. Keep __init__.py
+# minimal: the prefix's copy is what runs, refreshed by this script.
+# A colcon/distro build installs all modules (the option defaults to ON).
 set -euo pipefail
 
 if [ $# -ne 3 ]; then
@@ -55,11 +58,14 @@ STAMP_ID="venv=$VENV src=$SRC prefix=$PREFIX"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_ID" ] \
    && [ -z "$(find "$SRC/msg" "$SRC/CMakeLists.txt" "$SRC/package.xml" \
                    "$SRC/tagclip_ros/__init__.py" "$SRC/scripts/tagger_node" \
+                   $(ls -d "$SRC/launch" "$SRC/config" 2>/dev/null) \
                    -newer "$STAMP" -print -quit)" ]; then
   exit 0
 fi
 
-# 3. Configure (first time, or when the cache points elsewhere), build, install.
+# 3. Configure (first time, or when the cache points elsewhere), build, install. The stamp
+#    gets the build's start time, so an edit made during the build triggers the next one.
+start=$(date +%s.%N)
 unset _ROS_WHEELS_BOOTSTRAP_COMPLETE  # let the venv's bootstrapper extend LD_LIBRARY_PATH
 export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
@@ -67,9 +73,26 @@ export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export LD_LIBRARY_PATH="$VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$VENV/bin:$PATH"
 
+# A build folder configured for another venv/source/prefix keeps stale find_package() results
+# in its cache: start its configuration afresh.
+if [ -f "$BUILD_DIR/cmake/CMakeCache.txt" ] && \
+   [ "$(cat "$BUILD_DIR/.tagclip_build_id" 2>/dev/null)" != "$STAMP_ID" ]; then
+  rm -f "$BUILD_DIR/cmake/CMakeCache.txt"
+fi
+printf '%s' "$STAMP_ID" >"$BUILD_DIR/.tagclip_build_id"
 gen=()
-if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] && command -v ninja >/dev/null; then gen=(-G Ninja); fi
-cmake -S "$SRC" -B "$BUILD_DIR" "${gen[@]}" \
+if [ ! -f "$BUILD_DIR/cmake/CMakeCache.txt" ] && command -v ninja >/dev/null; then gen=(-G Ninja); fi
+# CMake refuses exported include paths inside the source tree, and the venv's numpy include
+# dir is one when the venv lives in the repository (.venv): configure from a copy instead.
+COPY="$BUILD_DIR/src"
+mkdir -p "$COPY/tagclip_ros" "$COPY/scripts"
+cp -p "$SRC/CMakeLists.txt" "$SRC/package.xml" "$COPY/"
+cp -p "$SRC/tagclip_ros/__init__.py" "$COPY/tagclip_ros/"
+cp -p "$SRC/scripts/tagger_node" "$COPY/scripts/"
+for d in msg launch config; do
+  if [ -d "$SRC/$d" ]; then rm -rf "${COPY:?}/$d"; cp -rp "$SRC/$d" "$COPY/$d"; fi
+done
+cmake -S "$COPY" -B "$BUILD_DIR/cmake" "${gen[@]}" \
   -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_INSTALL_PREFIX="$PREFIX" \
   -DPython3_EXECUTABLE="$PY" \
@@ -78,9 +101,10 @@ cmake -S "$SRC" -B "$BUILD_DIR" "${gen[@]}" \
   -DBUILD_TESTING=OFF \
   --no-warn-unused-cli >"$BUILD_DIR/configure.log" 2>&1 \
   || { cat "$BUILD_DIR/configure.log" >&2; exit 1; }
-cmake --build "$BUILD_DIR" -j "$(nproc)" >"$BUILD_DIR/build.log" 2>&1 \
+cmake --build "$BUILD_DIR/cmake" -j "$(nproc)" >"$BUILD_DIR/build.log" 2>&1 \
   || { tail -n 60 "$BUILD_DIR/build.log" >&2; exit 1; }
-cmake --install "$BUILD_DIR" >"$BUILD_DIR/install.log" 2>&1 \
+cmake --install "$BUILD_DIR/cmake" >"$BUILD_DIR/install.log" 2>&1 \
   || { cat "$BUILD_DIR/install.log" >&2; exit 1; }
 printf '%s' "$STAMP_ID" >"$STAMP"
+touch -d "@$start" "$STAMP"
 echo "build_msgs.sh: tagclip_ros messages installed in $PREFIX"

@@ -1,4 +1,5 @@
-# Source me (prints nothing):  . scripts/ros_env.sh VENV INSTALL_PREFIX
+# Source me (prints nothing):  . scripts/ros_env.sh VENV INSTALL_PREFIX      (bash, zsh)
+# POSIX sh/dash ignore arguments to `.`:  set -- VENV INSTALL_PREFIX; . scripts/ros_env.sh
 #
 # Environment for running ROS 2 from the PyPI wheels in VENV together with the tagclip_ros
 # messages that scripts/build_msgs.sh installed in INSTALL_PREFIX: afterwards a process started
@@ -17,8 +18,12 @@ if [ "$#" -lt 2 ]; then
   return 2 2>/dev/null || exit 2
 fi
 
-_tagclip_venv=$(cd "$1" 2>/dev/null && pwd -P) || _tagclip_venv=$1
-_tagclip_prefix=$(mkdir -p "$2" && cd "$2" && pwd -P) || _tagclip_prefix=$2
+# Absolute paths (resolved when the folders exist; INSTALL_PREFIX may not be built yet).
+_tagclip_abs() {
+  (cd "$1" 2>/dev/null && pwd -P) || case $1 in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac
+}
+_tagclip_venv=$(_tagclip_abs "$1")
+_tagclip_prefix=$(_tagclip_abs "$2")
 
 # Python's site-packages folder name in the venv (lib/python3.11/site-packages), no interpreter run.
 _tagclip_site=
@@ -47,5 +52,5 @@ _tagclip_prepend CMAKE_PREFIX_PATH "$_tagclip_venv" "$_tagclip_prefix"
 _tagclip_prepend LD_LIBRARY_PATH "$_tagclip_venv/lib" "$_tagclip_prefix/lib"
 _tagclip_prepend PYTHONPATH "$_tagclip_prefix/$_tagclip_site"
 
-unset -f _tagclip_prepend
+unset -f _tagclip_prepend _tagclip_abs
 unset _tagclip_venv _tagclip_prefix _tagclip_site _tagclip_d _tagclip_var _tagclip_val _tagclip_p

@@ -112,10 +112,12 @@ def dmar(coarse: torch.Tensor, affinity: torch.Tensor, grid: tuple[int, int]) ->
     """Refine coarse patch scores (patches, classes) with attention affinity and, per class,
     a box mask around its high-scoring region."""
     refined = affinity @ coarse
-    normalised = min_max(refined).cpu().numpy().reshape(grid[0], grid[1], -1)
-    means = min_max(refined).mean(dim=0).cpu().numpy()
-    masks = np.stack([box_mask(grid, contour_boxes(normalised[:, :, c], float(means[c]))).ravel()
-                      for c in range(refined.shape[1])], axis=1)
+    normalised = min_max(refined)
+    means = normalised.mean(dim=0).cpu().numpy()
+    normalised = normalised.cpu().numpy().reshape(grid[0], grid[1], -1)
+    masks = np.ones((refined.shape[0], refined.shape[1]), dtype=np.float32)
+    for c in np.flatnonzero(np.isfinite(means)):  # a constant column has no region: unmasked
+        masks[:, c] = box_mask(grid, contour_boxes(normalised[:, :, c], float(means[c]))).ravel()
     masked = affinity @ (torch.from_numpy(masks).to(coarse) * coarse)
     has_signal = refined.max(dim=0).values > 0
     return torch.where(has_signal, masked, refined)

@@ -1,0 +1,41 @@
+"""Shared fixtures: the reference checkpoint, images and scores from ../shared/fixtures."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "reference")
+WEIGHTS = os.path.join(REFERENCE, "clip_tiny12_seed1.pt")
+IMAGES = os.path.join(REFERENCE, "images")
+
+
+def reference_scores(dataset: str) -> dict:
+    with open(os.path.join(REFERENCE, f"scores_{dataset}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def text_cache_dir(tmp_path_factory) -> str:
+    """One text-feature cache for the whole run, so each name is encoded once."""
+    return str(tmp_path_factory.mktemp("text-cache"))
+
+
+@pytest.fixture(scope="session")
+def loaded():
+    from tagclip_ros.core import load_model
+    return load_model(weights=WEIGHTS, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def text_cache(loaded, text_cache_dir):
+    from tagclip_ros.core import TextFeatureCache
+    return TextFeatureCache(loaded, text_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def voc_tagger(loaded, text_cache):
+    from tagclip_ros.core import TagClip, load_vocabulary
+    return TagClip(loaded, load_vocabulary("voc"), text_cache=text_cache)
