@@ -1,0 +1,99 @@
+"""ROS message ↔ numpy: decoding camera images of any common encoding, and building outputs.
+
+Decoding uses rosbags-image (ROS 2 cv_bridge is not installable without a distro, and PyPI's
+cv-bridge is the ROS 1 build); the checks around it turn every malformed frame into a
+`FrameError` with a sentence, instead of a numpy exception from deep inside.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+from rosbags.image import ImageConversionError, ImageFormatError, compressed_image_to_cvimage
+from rosbags.image import image_to_cvimage
+from rosbags.image.image import to_cvtype
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from ..core.image import ImageError, check_size, to_rgb
+from ..core.tagclip import TagResult
+from ..core.vocab import Vocabulary
+from ..msg import LabelInfo, Tag, TagArray, VisionClass
+
+BACKGROUND_LABEL = "background"
+
+
+class FrameError(ValueError):
+    """A received image that cannot be used; the message says why."""
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image of any encoding rosbags-image knows."""
+    try:
+        check_size(msg.height, msg.width)
+        _, _, typestr, channels = to_cvtype(msg.encoding)
+    except ImageError as exc:
+        raise FrameError(str(exc)) from None
+    except ImageFormatError:
+        raise FrameError(f"unsupported image encoding {msg.encoding!r}") from None
+    row_bytes = msg.width * channels * np.dtype(typestr).itemsize
+    if msg.step < row_bytes:
+        raise FrameError(f"step {msg.step} is smaller than a {msg.width}-pixel {msg.encoding} "
+                         f"row ({row_bytes} bytes)")
+    if len(msg.data) < msg.step * msg.height:
+        raise FrameError(f"data holds {len(msg.data)} bytes but step × height is "
+                         f"{msg.step * msg.height}")
+    rows = np.frombuffer(msg.data, np.uint8, count=msg.step * msg.height).reshape(msg.height, msg.step)
+    packed = SimpleNamespace(encoding=msg.encoding, height=msg.height, width=msg.width,
+                             is_bigendian=msg.is_bigendian,
+                             data=np.ascontiguousarray(rows[:, :row_bytes]).data)
+    try:
+        return to_rgb(image_to_cvimage(packed, "rgb8"))
+    except (ImageConversionError, ImageError, cv2.error) as exc:
+        raise FrameError(f"cannot convert {msg.encoding} to rgb8 ({exc})") from None
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """RGB uint8 from a sensor_msgs/CompressedImage (JPEG, PNG, ...)."""
+    if len(msg.data) == 0:
+        raise FrameError("compressed image is empty")
+    try:
+        decoded = compressed_image_to_cvimage(msg)
+    except AssertionError:  # rosbags-image asserts on what OpenCV cannot decode
+        raise FrameError(f"corrupt or undecodable compressed image (format {msg.format!r})") from None
+    if decoded.ndim == 3 and decoded.shape[2] >= 3:
+        decoded = decoded[:, :, 2::-1]  # OpenCV decodes to BGR(A)
+    try:
+        return to_rgb(decoded)
+    except ImageError as exc:
+        raise FrameError(str(exc)) from None
+
+
+def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
+    """sensor_msgs/Image rgb8 from an RGB uint8 array."""
+    return Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
+                 is_bigendian=0, step=rgb.shape[1] * 3, data=np.ascontiguousarray(rgb).tobytes())
+
+
+def mask_to_image(mask: np.ndarray, header: Header, num_classes: int) -> Image:
+    """Label mask as mono8 when every id fits in a byte (≤ 255 classes), else mono16."""
+    if num_classes <= 255:
+        data, encoding, depth = mask.astype(np.uint8), "mono8", 1
+    else:
+        data, encoding, depth = mask.astype("<u2"), "mono16", 2
+    return Image(header=header, height=mask.shape[0], width=mask.shape[1], encoding=encoding,
+                 is_bigendian=0, step=mask.shape[1] * depth, data=data.tobytes())
+
+
+def tag_array(result: TagResult, header: Header) -> TagArray:
+    """The image's tags (best first) and every class score, with the input's header."""
+    tags = [Tag(class_id=t.class_id, label=t.label, score=float(t.score)) for t in result.tags]
+    return TagArray(header=header, tags=tags, scores=[float(s) for s in result.scores])
+
+
+def label_info(vocabulary: Vocabulary, threshold: float, header: Header) -> LabelInfo:
+    """Id → name map: 0 is background, vocabulary entry i is i + 1."""
+    classes = [VisionClass(class_id=0, class_name=BACKGROUND_LABEL)]
+    classes += [VisionClass(class_id=i + 1, class_name=n) for i, n in enumerate(vocabulary.classes)]
+    return LabelInfo(header=header, class_map=classes, threshold=float(threshold))

@@ -1,0 +1,70 @@
+"""Frame statistics and the /diagnostics status built from them."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+WINDOW = 30  # frames over which rate and latency are averaged
+
+
+class FrameStats:
+    """Counts and recent timings of processed, dropped and bad frames (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: deque[tuple[float, float, float]] = deque(maxlen=WINDOW)
+        self.processed = 0
+        self.bad = 0
+        self.last_error = ""
+
+    def record(self, latency_s: float, core_s: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self._done.append((time.monotonic(), latency_s, core_s))
+
+    def record_bad(self, reason: str) -> None:
+        with self._lock:
+            self.bad += 1
+            self.last_error = reason
+
+    def summary(self) -> dict[str, float]:
+        """Rate (Hz), mean end-to-end and core latency (ms) over the recent window."""
+        with self._lock:
+            done = list(self._done)
+        if not done:
+            return {"rate_hz": 0.0, "latency_ms": 0.0, "core_ms": 0.0}
+        span = done[-1][0] - done[0][0]
+        return {"rate_hz": (len(done) - 1) / span if span > 0 else 0.0,
+                "latency_ms": 1000 * sum(d[1] for d in done) / len(done),
+                "core_ms": 1000 * sum(d[2] for d in done) / len(done)}
+
+
+def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, state: str,
+                     info: dict[str, str]) -> DiagnosticArray:
+    """One DiagnosticStatus: OK while active and healthy, WARN when inactive or frames fail."""
+    summary = stats.summary()
+    if state != "active":
+        level, message = DiagnosticStatus.WARN, f"node is {state}"
+    elif stats.last_error and stats.bad:
+        level, message = DiagnosticStatus.WARN, f"last bad frame: {stats.last_error}"
+    else:
+        level, message = DiagnosticStatus.OK, f"{summary['rate_hz']:.1f} Hz"
+    values = {
+        "state": state,
+        "frames_processed": str(stats.processed),
+        "frames_dropped": str(dropped),
+        "frames_bad": str(stats.bad),
+        "rate_hz": f"{summary['rate_hz']:.2f}",
+        "latency_ms": f"{summary['latency_ms']:.1f}",
+        "core_ms": f"{summary['core_ms']:.1f}",
+        **info,
+    }
+    status = DiagnosticStatus(level=level, name=f"{node_name}: inference", message=message,
+                              hardware_id=info.get("device", ""),
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    return DiagnosticArray(header=Header(stamp=stamp),
+                           status=[status])

@@ -1,0 +1,100 @@
+"""The node's parameters: one table of names, defaults, ranges and when each takes effect.
+
+`config/tagger.yaml` documents the same defaults for users; `test/node/test_params.py` checks
+the two agree.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+
+from ..core.vocab import BUILTIN, VOC_SEGMENTATION_NAMES, Vocabulary
+
+RUNTIME = "changeable at runtime"
+CONFIGURE = "read at configure time"
+ACTIVATE = "read at activate time"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: its default, when it takes effect, and what values are allowed."""
+
+    name: str
+    default: Any
+    description: str
+    applies: str = RUNTIME
+    value_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        text = f"{self.description} ({self.applies})"
+        if self.choices:
+            text += f"; one of {', '.join(self.choices)}"
+        descriptor = ParameterDescriptor(name=self.name, description=text)
+        if self.value_range:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=self.value_range[0], to_value=self.value_range[1], step=0.0)]
+        return descriptor
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("vocabulary", list(BUILTIN["voc"].classes), "class names to tag; id i+1 in masks"),
+    ParamSpec("background", list(BUILTIN["voc"].background),
+              "names scored beside the vocabulary but never reported"),
+    ParamSpec("tag_threshold", 0.5, "relative threshold between an image's lowest and highest "
+              "class score above which a class is a tag", value_range=(0.0, 1.0)),
+    ParamSpec("segmentation.enabled", True, "publish label_mask (and a tinted overlay)"),
+    ParamSpec("segmentation.method", "clipes", "clipes: CLIP-ES Grad-CAM masks (the paper's); "
+              "dmar: gradient-free masks from TagCLIP's refined map (faster, coarser)",
+              choices=("clipes", "dmar")),
+    ParamSpec("segmentation.background_power", 1.0, "exponent of the background score "
+              "(1 - max CAM)^p; larger gives more foreground", value_range=(0.01, 10.0)),
+    ParamSpec("model.name", "ViT-B-16", "open_clip architecture", CONFIGURE),
+    ParamSpec("model.pretrained", "openai", "open_clip pretrained tag, downloaded on first use",
+              CONFIGURE),
+    ParamSpec("model.weights", "", "local checkpoint file (OpenAI .pt or open_clip); "
+              "overrides model.pretrained", CONFIGURE),
+    ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N", CONFIGURE),
+    ParamSpec("precision", "fp32", "numeric precision; fp16/bf16 only on CUDA", CONFIGURE,
+              choices=("fp32", "fp16", "bf16")),
+    ParamSpec("text_cache_dir", "", "text-feature cache folder ('' = ~/.cache/tagclip_ros)",
+              CONFIGURE),
+    ParamSpec("image_transport", "raw", "subscribe to image (raw) or image/compressed",
+              ACTIVATE, choices=("raw", "compressed")),
+    ParamSpec("image_qos", "sensor_data", "image subscription QoS: sensor_data (best effort) "
+              "or reliable", ACTIVATE, choices=("sensor_data", "reliable")),
+    ParamSpec("autostart", True, "configure and activate on start, so a launch file just works",
+              CONFIGURE),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", CONFIGURE,
+              value_range=(0.1, 60.0)),
+)
+
+SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+def vocabulary_from(values: Mapping[str, Any]) -> Vocabulary:
+    """The Vocabulary the `vocabulary` and `background` values describe (ValueError if bad)."""
+    classes = tuple(values["vocabulary"])
+    names = {c: VOC_SEGMENTATION_NAMES[c] for c in classes if c in VOC_SEGMENTATION_NAMES}
+    return Vocabulary(classes, tuple(values["background"]), names)
+
+
+def rejection_reason(changes: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """Why a set of parameter changes is refused, or None to accept it."""
+    for name, value in changes.items():
+        spec = SPECS.get(name)
+        if spec is None:
+            continue
+        if spec.choices and value not in spec.choices:
+            return f"{name} must be one of {', '.join(spec.choices)}, not {value!r}"
+        if spec.value_range and not spec.value_range[0] <= value <= spec.value_range[1]:
+            return f"{name} must lie in [{spec.value_range[0]}, {spec.value_range[1]}], not {value}"
+    if "vocabulary" in changes or "background" in changes:
+        try:
+            vocabulary_from({**current, **changes})
+        except ValueError as exc:
+            return str(exc)
+    return None

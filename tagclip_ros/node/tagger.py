@@ -1,0 +1,248 @@
+"""The `tagclip_tagger` lifecycle node: camera images in; tags, label masks, overlays out.
+
+Thin by design: it maps parameters to core settings, topics to conversions, and keeps
+inference on a worker thread that only ever sees the newest frame. See
+../shared/design/ros-interface.md for the contract.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CompressedImage, Image
+
+from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
+from ..core.overlay import render_overlay
+from ..core.pipeline import Perceived, Perception
+from ..core.segment import SegmentationSettings
+from ..core.tagclip import TagClipSettings
+from ..msg import LabelInfo, TagArray
+from . import conversions
+from .diagnostics import FrameStats, diagnostic_array
+from .params import PARAMETERS, rejection_reason, vocabulary_from
+from .worker import LatestFrameWorker
+
+try:  # Iron and newer
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+NODE_NAME = "tagclip_tagger"
+LOG_THROTTLE_S = 5.0
+LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                     reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE_IMAGES = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                             reliability=ReliabilityPolicy.RELIABLE)
+
+
+class TaggerNode(LifecycleNode):
+    """Managed node: configure loads the model, activate subscribes, deactivate unsubscribes,
+    cleanup frees the model. With `autostart` it walks itself to active."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.stats = FrameStats()
+        self.perception: Perception | None = None
+        self.worker: LatestFrameWorker | None = None
+        self.subscription = None
+        self.pubs: dict[str, Any] = {}
+        self.active = False
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.param("diagnostics_period"), self._publish_diagnostics)
+        if self.param("autostart"):
+            self.trigger_configure()
+            if self.perception is not None:
+                self.trigger_activate()
+
+    def param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            loaded = load_model(self.param("model.name"), self.param("model.pretrained"),
+                                self.param("model.weights") or None, self.param("device"),
+                                self.param("precision"))
+            cache = TextFeatureCache(loaded, self.param("text_cache_dir") or default_cache_dir())
+            self.get_logger().info(f"loaded {loaded.description} on {loaded.device}; "
+                                   "encoding the vocabulary")
+            self.perception = Perception(loaded, vocabulary_from(self._values()),
+                                         self._tag_settings(), self._segmentation_settings(), cache)
+        except (WeightsError, ValueError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.pubs = {
+            "tags": self.create_publisher(TagArray, "tags", 10),
+            "label_mask": self.create_publisher(Image, "label_mask", 10),
+            "overlay": self.create_publisher(Image, "overlay", 10),
+            "label_info": self.create_publisher(LabelInfo, "label_info", LATCHED),
+        }
+        self.worker = LatestFrameWorker(self._process, self._on_worker_error)
+        self.worker.start()
+        self._publish_label_info()
+        self.get_logger().info("configured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        compressed = self.param("image_transport") == "compressed"
+        qos = qos_profile_sensor_data if self.param("image_qos") == "sensor_data" else RELIABLE_IMAGES
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        self.subscription = self.create_subscription(
+            CompressedImage if compressed else Image,
+            "image/compressed" if compressed else "image",
+            self._on_image, qos, event_callbacks=events)
+        self.active = True
+        self.get_logger().info(f"active: listening on {self.subscription.topic_name}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self.active = False
+        if self.subscription is not None:
+            self.destroy_subscription(self.subscription)
+            self.subscription = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self.on_deactivate(state)
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        for publisher in self.pubs.values():
+            self.destroy_publisher(publisher)
+        self.pubs = {}
+        self.perception = None
+        free_accelerator_memory()
+
+    # ---- parameters ------------------------------------------------------------------------
+    def _values(self) -> dict[str, Any]:
+        return {spec.name: self.param(spec.name) for spec in PARAMETERS}
+
+    def _tag_settings(self) -> TagClipSettings:
+        return TagClipSettings(tag_threshold=self.param("tag_threshold"))
+
+    def _segmentation_settings(self) -> SegmentationSettings:
+        return SegmentationSettings(background_power=self.param("segmentation.background_power"))
+
+    def _on_set_parameters(self, parameters: list) -> SetParametersResult:
+        changes = {p.name: p.value for p in parameters}
+        reason = rejection_reason(changes, self._values())
+        if reason:
+            self.get_logger().warning(f"parameter change rejected: {reason}")
+            return SetParametersResult(successful=False, reason=reason)
+        if self.worker is not None:  # apply on the inference thread, before the next frame
+            self.worker.call_soon(lambda: self._apply(changes))
+        return SetParametersResult(successful=True)
+
+    def _apply(self, changes: dict[str, Any]) -> None:
+        perception = self.perception
+        if perception is None:
+            return
+        values = {**self._values(), **changes}
+        if "tag_threshold" in changes:
+            perception.tagger.settings = dataclasses.replace(
+                perception.tagger.settings, tag_threshold=values["tag_threshold"])
+        if "segmentation.background_power" in changes:
+            perception.segmenter.settings = dataclasses.replace(
+                perception.segmenter.settings, background_power=values["segmentation.background_power"])
+        if "vocabulary" in changes or "background" in changes:
+            vocabulary = vocabulary_from(values)
+            before = perception.tagger.text_cache.encoded_names
+            perception.set_vocabulary(vocabulary)
+            encoded = perception.tagger.text_cache.encoded_names - before
+            self.get_logger().info(f"vocabulary now has {len(vocabulary.classes)} classes "
+                                   f"({encoded} names newly encoded)")
+        if {"vocabulary", "background", "tag_threshold"} & changes.keys():
+            self._publish_label_info(values["tag_threshold"])
+
+    # ---- frames ----------------------------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        if self.active and self.worker is not None:
+            self.worker.submit((msg, time.monotonic()))
+
+    def _process(self, frame: tuple[Image | CompressedImage, float]) -> None:
+        msg, received = frame
+        perception = self.perception
+        if perception is None or not self.active:
+            return
+        try:
+            rgb = (conversions.compressed_to_rgb(msg) if isinstance(msg, CompressedImage)
+                   else conversions.image_to_rgb(msg))
+        except conversions.FrameError as exc:
+            self.stats.record_bad(str(exc))
+            self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        method = self.param("segmentation.method") if self.param("segmentation.enabled") else None
+        result = perception.run(rgb, method)
+        self._publish_results(msg, rgb, result)
+        self.stats.record(time.monotonic() - received, result.seconds)
+
+    def _publish_results(self, msg: Image | CompressedImage, rgb, result: Perceived) -> None:
+        self.pubs["tags"].publish(conversions.tag_array(result.tags, msg.header))
+        mask = result.segmentation.mask if result.segmentation is not None else None
+        num_classes = len(result.tags.vocabulary.classes)
+        if mask is not None:
+            self.pubs["label_mask"].publish(conversions.mask_to_image(mask, msg.header, num_classes))
+        if self.pubs["overlay"].get_subscription_count() > 0:
+            captions = [(t.class_id, f"{t.label} {t.score:.3f}") for t in result.tags.tags]
+            picture = render_overlay(rgb, mask, captions)
+            self.pubs["overlay"].publish(conversions.rgb_to_image(picture, msg.header))
+
+    def _publish_label_info(self, threshold: float | None = None) -> None:
+        if self.perception is None or "label_info" not in self.pubs:
+            return
+        header = conversions.Header(stamp=self.get_clock().now().to_msg())
+        threshold = self.param("tag_threshold") if threshold is None else threshold
+        self.pubs["label_info"].publish(
+            conversions.label_info(self.perception.vocabulary, threshold, header))
+
+    def _on_worker_error(self, exc: Exception) -> None:
+        self.stats.record_bad(f"{type(exc).__name__}: {exc}")
+        self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
+                                throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _on_incompatible_qos(self, event: Any) -> None:
+        policy = getattr(event.last_policy_kind, "name", str(event.last_policy_kind))
+        self.get_logger().warning(
+            f"an image publisher's QoS is incompatible with this subscription ({policy}): no "
+            f"images will arrive. image_qos is '{self.param('image_qos')}'; set it to match the "
+            "camera (sensor_data for best-effort cameras, reliable for reliable-only ones)",
+            throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _publish_diagnostics(self) -> None:
+        perception = self.perception
+        info = {"vocabulary_size": str(len(perception.vocabulary.classes)) if perception else "0"}
+        if perception is not None:
+            loaded = perception.tagger.loaded
+            info.update(device=str(loaded.device), model=loaded.description)
+        state = "active" if self.active else ("inactive" if perception else "unconfigured")
+        dropped = self.worker.dropped if self.worker else 0
+        self.diagnostics_pub.publish(diagnostic_array(
+            self.get_fully_qualified_name(), self.get_clock().now().to_msg(), self.stats, dropped,
+            state, info))
+
+
+def free_accelerator_memory() -> None:
+    """Return cached GPU memory after the model is dropped (no-op on the CPU)."""
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,95 @@
+"""Message conversion: every common encoding decodes to the same RGB; bad frames say why."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from tagclip_ros.core import BUILTIN
+from tagclip_ros.node import conversions
+from tagclip_ros.node.conversions import FrameError
+
+RGB = np.random.default_rng(1).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+
+
+def image(array: np.ndarray, encoding: str, step: int | None = None, pad: int = 0,
+          bigendian: bool = False) -> Image:
+    rows = array.reshape(array.shape[0], -1).view(np.uint8)
+    if pad:
+        rows = np.hstack([rows, np.zeros((rows.shape[0], pad), np.uint8)])
+    return Image(height=array.shape[0], width=array.shape[1], encoding=encoding,
+                 is_bigendian=int(bigendian), step=step or rows.shape[1], data=rows.tobytes())
+
+
+@pytest.mark.parametrize("encoding, array", [
+    ("rgb8", RGB), ("bgr8", RGB[:, :, ::-1].copy()),
+    ("rgba8", np.dstack([RGB, np.full(RGB.shape[:2], 255, np.uint8)])),
+    ("bgra8", np.dstack([RGB[:, :, ::-1], np.zeros(RGB.shape[:2], np.uint8)])),
+    ("rgb16", RGB.astype(np.uint16) * 257),
+])
+def test_colour_encodings_decode_to_the_same_rgb(encoding, array):
+    np.testing.assert_array_equal(conversions.image_to_rgb(image(array, encoding)), RGB)
+
+
+def test_mono_and_16_bit_mono():
+    gray = RGB[:, :, 0].copy()
+    assert (conversions.image_to_rgb(image(gray, "mono8")) == gray[:, :, None]).all()
+    deep = conversions.image_to_rgb(image(gray.astype(np.uint16) * 257, "mono16"))
+    assert (deep == gray[:, :, None]).all()
+
+
+def test_bayer_and_yuv422_decode():
+    bayer = np.random.default_rng(2).integers(0, 256, (6, 8), dtype=np.uint8)
+    assert conversions.image_to_rgb(image(bayer, "bayer_rggb8")).shape == (6, 8, 3)
+    yuv = np.random.default_rng(3).integers(0, 256, (6, 8, 2), dtype=np.uint8)
+    assert conversions.image_to_rgb(image(yuv, "yuv422")).shape == (6, 8, 3)
+
+
+def test_row_padding_is_removed():
+    np.testing.assert_array_equal(conversions.image_to_rgb(image(RGB, "rgb8", pad=8)), RGB)
+
+
+@pytest.mark.parametrize("msg, reason", [
+    (image(RGB, "rgb8", step=10), "step"),
+    (Image(height=6, width=8, encoding="rgb8", step=24, data=bytes(100)), "bytes"),
+    (image(RGB, "weird42"), "unsupported image encoding"),
+    (Image(height=0, width=0, encoding="rgb8", step=0, data=b""), "empty"),
+])
+def test_bad_raw_frames(msg, reason):
+    with pytest.raises(FrameError, match=reason):
+        conversions.image_to_rgb(msg)
+
+
+def test_jpeg_png_and_gray_jpeg():
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR))
+    decoded = conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=jpeg.tobytes()))
+    expected = cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(decoded, expected)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(
+        conversions.compressed_to_rgb(CompressedImage(format="png", data=png.tobytes())), RGB)
+    ok, gray = cv2.imencode(".jpg", RGB[:, :, 0])
+    assert conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=gray.tobytes())).shape == (6, 8, 3)
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff\xd8\xff\xe0garbage", bytes(50)])
+def test_corrupt_compressed_frames(data):
+    with pytest.raises(FrameError):
+        conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=data))
+
+
+def test_masks_are_mono8_or_mono16():
+    mask = np.array([[0, 3], [20, 1]], np.uint16)
+    small = conversions.mask_to_image(mask, Header(), 20)
+    assert small.encoding == "mono8" and small.step == 2 and bytes(small.data) == bytes([0, 3, 20, 1])
+    large = conversions.mask_to_image(mask + 300, Header(), 400)
+    assert large.encoding == "mono16" and large.step == 4
+    assert np.frombuffer(bytes(large.data), "<u2").tolist() == [300, 303, 320, 301]
+
+
+def test_label_info_ids():
+    info = conversions.label_info(BUILTIN["voc"], 0.5, Header())
+    assert [(c.class_id, c.class_name) for c in info.class_map[:2]] == [(0, "background"), (1, "aeroplane")]
+    assert len(info.class_map) == 21 and info.threshold == 0.5

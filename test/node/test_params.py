@@ -1,0 +1,37 @@
+"""Parameters: the YAML documents the code's defaults; invalid changes come back with a reason."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import yaml
+
+from tagclip_ros.node.params import PARAMETERS, rejection_reason, vocabulary_from
+
+from ..conftest import REPO
+
+
+def test_config_file_matches_declared_defaults():
+    with open(os.path.join(REPO, "config", "tagger.yaml"), encoding="utf-8") as f:
+        values = yaml.safe_load(f)["tagclip_tagger"]["ros__parameters"]
+    assert values == {spec.name: spec.default for spec in PARAMETERS}
+
+
+CURRENT = {spec.name: spec.default for spec in PARAMETERS}
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"vocabulary": []}, "empty"), ({"vocabulary": ["cat", "cat"]}, "more than once"),
+    ({"vocabulary": ["cat", ""]}, "blank"), ({"background": ["sky", "sky"]}, "more than once"),
+    ({"vocabulary": ["sky"]}, "both"), ({"segmentation.method": "magic"}, "one of"),
+    ({"tag_threshold": 2.0}, r"\[0.0, 1.0\]"),
+])
+def test_invalid_changes_are_rejected_with_a_reason(changes, reason):
+    assert re.search(reason, rejection_reason(changes, CURRENT) or "")
+
+
+def test_valid_changes_pass_and_keep_prompt_names():
+    assert rejection_reason({"vocabulary": ["robot", "person"], "tag_threshold": 0.3}, CURRENT) is None
+    vocab = vocabulary_from({**CURRENT, "vocabulary": ["robot", "person"]})
+    assert vocab.prompt_name("person") == "person with clothes,people,human"
