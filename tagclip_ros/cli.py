@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from .core import (ImageError, TagClip, TagClipSettings, TextFeatureCache, WeightsError,
                    default_cache_dir, load_model, load_vocabulary, read_image)
+from .core.image import image_files
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 PROGRESS_MIN_IMAGES = 5
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
@@ -53,8 +53,7 @@ def expand_images(paths: Sequence[str]) -> list[str]:
     result = []
     for path in paths:
         if os.path.isdir(path):
-            result += sorted(os.path.join(path, f) for f in os.listdir(path)
-                             if f.lower().endswith(IMAGE_EXTENSIONS))
+            result += image_files(path)
         else:
             result.append(path)
     return result

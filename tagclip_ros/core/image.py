@@ -8,6 +8,7 @@ with CLIP's mean and std.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image, UnidentifiedImageError
 
 MAX_PIXELS = 64_000_000
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 class ImageError(ValueError):
@@ -31,6 +33,12 @@ def read_image(path: str) -> np.ndarray:
         raise ImageError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from None
+
+
+def image_files(folder: str) -> list[str]:
+    """Paths of the image files directly in `folder`, sorted by name."""
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:

@@ -1,13 +1,15 @@
 """`image_source`: publish a folder of images as a camera would, and print the tags that come back.
 
-The main job's stand-in for a camera: it needs no ROS distro and no hardware. Each image is
-published (raw rgb8 or JPEG) with a fresh stamp and the tags for that stamp are printed as they
-arrive; with `count` > 0 it exits after that many tag messages.
+The main job's stand-in for a camera: it needs no ROS distro and no hardware. It waits until
+someone subscribes, then publishes each image (raw rgb8 or JPEG) with a fresh stamp, at most at
+`rate` Hz and, with `paced`, only once the previous image's tags came back (or 30 s passed);
+the tags for each stamp are printed as they arrive. With `once` it exits after one pass.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -17,11 +19,11 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..core.image import ImageError, read_image
+from ..core.image import ImageError, image_files, read_image
 from ..msg import TagArray
 from .conversions import rgb_to_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+PACE_TIMEOUT_S = 30.0
 DEFAULT_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "samples")
 
@@ -33,11 +35,13 @@ class ImageSource(Node):
         super().__init__("tagclip_image_source")
         self.folder = self.declare_parameter("folder", DEFAULT_FOLDER).value
         self.compressed = self.declare_parameter("compressed", False).value
-        self.count = self.declare_parameter("count", 0).value
-        rate = self.declare_parameter("rate", 1.0).value
+        self.once = self.declare_parameter("once", False).value
+        self.paced = self.declare_parameter("paced", True).value
+        rate = self.declare_parameter("rate", 2.0).value
         self.images = self._read_folder()
         self.sent: dict[tuple[int, int], str] = {}
         self.received = 0
+        self.last_sent = 0.0
         kind, topic = (CompressedImage, "image/compressed") if self.compressed else (Image, "image")
         self.publisher = self.create_publisher(kind, topic, 10)
         self.create_subscription(TagArray, "tags", self._on_tags, 10)
@@ -45,11 +49,10 @@ class ImageSource(Node):
         self.index = 0
 
     def _read_folder(self) -> list[tuple[str, np.ndarray]]:
-        names = sorted(f for f in os.listdir(self.folder) if f.lower().endswith(IMAGE_EXTENSIONS))
         images = []
-        for name in names:
+        for path in image_files(self.folder):
             try:
-                images.append((name, read_image(os.path.join(self.folder, name))))
+                images.append((os.path.basename(path), read_image(path)))
             except ImageError as exc:
                 self.get_logger().warning(f"skipping {exc}")
         if not images:
@@ -57,6 +60,12 @@ class ImageSource(Node):
         return images
 
     def _publish_next(self) -> None:
+        if self.publisher.get_subscription_count() == 0:
+            return
+        waiting = self.paced and self.sent and time.monotonic() - self.last_sent < PACE_TIMEOUT_S
+        if waiting or (self.once and self.index >= len(self.images)):
+            return
+        self.last_sent = time.monotonic()
         name, rgb = self.images[self.index % len(self.images)]
         self.index += 1
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id="camera")
@@ -72,7 +81,7 @@ class ImageSource(Node):
         tags = ", ".join(f"{t.label} ({t.score:.4f})" for t in msg.tags)
         print(f"{name}: {tags}", flush=True)
         self.received += 1
-        if self.count and self.received >= self.count:
+        if self.once and self.received >= len(self.images):
             raise SystemExit(0)
 
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The main job: the tagclip_tagger node on a built-in image source, no ROS distro or camera needed.
+# Bootstraps .venv on first use, starts the node (config/tagger.yaml), publishes the images of
+# TAGCLIP_IMAGES (default: samples/) once and prints the tags that come back.
+#   TAGCLIP_WEIGHTS=/path/ViT-B-16.pt  use a local checkpoint instead of downloading OpenAI's
+#   TAGCLIP_DEVICE=cuda                device (default auto)
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/bootstrap.sh
+. scripts/ros_env.sh .venv install
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-42}
+# Camera-sized images exceed Fast DDS's default shared-memory segment; with best-effort QoS
+# they would be lost. LARGE_DATA moves big samples over shared memory + TCP.
+export FASTDDS_BUILTIN_TRANSPORTS=${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}
+
+images=${TAGCLIP_IMAGES:-$PWD/samples}
+weights=${TAGCLIP_WEIGHTS:-}
+fixture=$PWD/../shared/fixtures/reference/clip_tiny12_seed1.pt
+if [ -z "$weights" ] && ! .venv/bin/python -c \
+    "import socket; socket.create_connection(('huggingface.co', 443), timeout=5)" 2>/dev/null; then
+  if [ -f "$fixture" ]; then
+    echo "[run] no network to download the OpenAI weights: using the random-weight test checkpoint"
+    echo "[run] $fixture (its tags are meaningless; set TAGCLIP_WEIGHTS for real ones)"
+    weights=$fixture
+  else
+    echo "[run] no network to download the OpenAI weights; set TAGCLIP_WEIGHTS to a local ViT-B-16.pt" >&2
+    exit 2
+  fi
+fi
+
+node_args=(--ros-args --params-file config/tagger.yaml -p "device:=${TAGCLIP_DEVICE:-auto}")
+[ -n "$weights" ] && node_args+=(-p "model.weights:=$weights")
+.venv/bin/tagger_node "${node_args[@]}" &
+node_pid=$!
+trap 'kill -INT $node_pid 2>/dev/null; wait $node_pid 2>/dev/null || true' EXIT
+echo "[run] tagger started (pid $node_pid); publishing $images"
+.venv/bin/image_source --ros-args -p "folder:=$images" -p once:=true
