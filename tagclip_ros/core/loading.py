@@ -71,6 +71,20 @@ def load_model(model_name: str = "ViT-B-16", pretrained: str = "openai",
     return LoadedModel(model, dev, dtype, weights_id, description)
 
 
+def from_model(model: torch.nn.Module, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32, weights_id: str = "in-memory",
+               description: str | None = None) -> LoadedModel:
+    """Wrap a CLIP built in memory (e.g. randomly initialised for a benchmark) for inference:
+    moved to `device`/`dtype`, in eval mode, without gradients. `weights_id` keys the text
+    cache, so give every distinct set of weights its own."""
+    if not isinstance(model, CLIP):
+        raise WeightsError(f"a {type(model).__name__} is not a plain CLIP ViT; TagCLIP needs one "
+                           "such as ViT-B-16")
+    dev = torch.device(device)
+    model = model.to(device=dev, dtype=dtype).eval().requires_grad_(False)
+    return LoadedModel(model, dev, dtype, weights_id, description or f"in-memory CLIP ({weights_id})")
+
+
 def _load_pretrained(model_name: str, pretrained: str) -> torch.nn.Module:
     try:
         return open_clip.create_model(model_name, pretrained=pretrained or None, device="cpu")

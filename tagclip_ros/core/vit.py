@@ -66,9 +66,23 @@ class VisionTower:
         """One residual block; `attn_mask` is added to the attention logits (broadcast over
         heads); `hook` receives the head-averaged attention *before* the mask, as the official
         code reports it."""
+        return self.block_from_normed(index, x, self.blocks[index].ln_1(x), attn_mask, hook)
+
+    def block_from_normed(self, index: int, x: torch.Tensor, normed: torch.Tensor,
+                          attn_mask: torch.Tensor | None = None,
+                          hook: AttentionHook | None = None) -> torch.Tensor:
+        """Block `index` from its residual input `x` and `normed` = its ln_1(x), given apart so
+        that a caller can differentiate with respect to the ln_1 output (CLIP-ES's Grad-CAM
+        layer) without recomputing or differentiating through the blocks before it."""
         blk = self.blocks[index]
-        x = x + blk.ls_1(self.attention(blk.attn, blk.ln_1(x), attn_mask, index, hook))
+        x = x + blk.ls_1(self.attention(blk.attn, normed, attn_mask, index, hook))
         return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+
+    def run_blocks(self, x: torch.Tensor, indices: range, hook: AttentionHook | None = None) -> torch.Tensor:
+        """Tokens after the blocks in `indices` (consecutive, in order), without masks."""
+        for index in indices:
+            x = self.block(index, x, None, hook)
+        return x
 
     @staticmethod
     def attention(attn: torch.nn.MultiheadAttention, x: torch.Tensor, attn_mask: torch.Tensor | None,
@@ -81,11 +95,16 @@ class VisionTower:
             mask = None if attn_mask is None else attn_mask.to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
+            # The maps are (batch, heads, tokens, tokens), tens of MB per block at native
+            # resolution; without autograd, softmax and mask go in place (same kernels, same
+            # values), sparing a fresh allocation, and its page faults, per map.
+            in_place = not q.requires_grad
             logits = (q * (width // heads) ** -0.5) @ k.transpose(-1, -2)
-            weights = logits.softmax(dim=-1)
+            weights = _softmax(logits, in_place and attn_mask is None)
             hook(index, weights.mean(dim=1))
             if attn_mask is not None:
-                weights = (logits + attn_mask.to(logits.dtype)).softmax(dim=-1)
+                mask = attn_mask.to(logits.dtype)
+                weights = _softmax(logits.add_(mask) if in_place else logits + mask, in_place)
             out = weights @ v
         out = out.transpose(1, 2).reshape(batch, tokens, width)
         return attn.out_proj(out)
@@ -106,6 +125,11 @@ class VisionTower:
                 mask = self_only_mask(x.shape[1], x.device)
             x = self.block(index, x, mask, hook)
         return self.project(x)
+
+
+def _softmax(logits: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """Softmax over the last dimension, written over `logits` when `in_place`."""
+    return torch.softmax(logits, dim=-1, out=logits) if in_place else logits.softmax(dim=-1)
 
 
 def self_only_mask(tokens: int, device: torch.device) -> torch.Tensor:

@@ -44,6 +44,24 @@ VOC_SEGMENTATION_NAMES: dict[str, str] = {
     "tvmonitor": "tvmonitor screen",
 }
 
+# CLIP-ES's prompt names for COCO (its new_class_names_coco). "sknowboard" is the official
+# spelling: kept so that the text features, and so the masks, equal the official ones.
+COCO_SEGMENTATION_NAMES: dict[str, str] = {
+    "person": "person with clothes,people,human",
+    "bird": "bird avian",
+    "backpack": "backpack,bag",
+    "umbrella": "umbrella,parasol",
+    "handbag": "handbag,purse",
+    "tie": "necktie",
+    "snowboard": "sknowboard",
+    "baseball glove": "glove",
+    "spoon": "dessertspoon",
+    "chair": "chair seat",
+    "tvmonitor": "tvmonitor screen",
+    "remote": "remote control",
+    "hair drier": "hairdrier,blowdrier",
+}
+
 MAX_NAME_LENGTH = 200
 MAX_CLASSES = 1000
 
@@ -96,7 +114,7 @@ def validate_names(names: tuple[str, ...] | list[str], what: str,
 
 BUILTIN: dict[str, Vocabulary] = {
     "voc": Vocabulary(VOC_CLASSES, VOC_BACKGROUND, dict(VOC_SEGMENTATION_NAMES)),
-    "coco": Vocabulary(COCO_CLASSES, COCO_BACKGROUND),
+    "coco": Vocabulary(COCO_CLASSES, COCO_BACKGROUND, dict(COCO_SEGMENTATION_NAMES)),
 }
 
 

@@ -1,0 +1,63 @@
+"""Classify, then segment: the per-frame work the node and the CLI share.
+
+`Perception` holds a TagCLIP classifier and a CLIP-ES segmenter over one vocabulary and runs
+them on an image: tags always, a label mask when asked for, by the chosen method.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .loading import LoadedModel
+from .segment import ClipEsSegmenter, Segmentation, SegmentationSettings, dmar_segment
+from .tagclip import TagClip, TagClipSettings, TagResult
+from .text import TextFeatureCache
+from .vocab import Vocabulary
+
+SEGMENTATION_METHODS = ("clipes", "dmar")
+
+
+@dataclass
+class Perceived:
+    """What one frame gave: TagCLIP's result, the optional segmentation, and the time taken."""
+
+    tags: TagResult
+    segmentation: Segmentation | None
+    seconds: float
+
+
+class Perception:
+    """TagCLIP tags and, on request, label masks, over a vocabulary that can change."""
+
+    def __init__(self, loaded: LoadedModel, vocabulary: Vocabulary,
+                 tag_settings: TagClipSettings = TagClipSettings(),
+                 segmentation_settings: SegmentationSettings = SegmentationSettings(),
+                 text_cache: TextFeatureCache | None = None) -> None:
+        self.tagger = TagClip(loaded, vocabulary, tag_settings, text_cache)
+        self.segmenter = ClipEsSegmenter(loaded, vocabulary, segmentation_settings,
+                                         self.tagger.text_cache)
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self.tagger.vocabulary
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Switch both stages to `vocabulary`; only names never encoded before cost time."""
+        self.tagger.set_vocabulary(vocabulary)
+        self.segmenter.set_vocabulary(vocabulary)
+
+    def run(self, rgb: np.ndarray, segmentation: str | None = "clipes") -> Perceived:
+        """Tags for `rgb`, and a label mask by `segmentation` (clipes, dmar, or None for none)."""
+        if segmentation not in (None, *SEGMENTATION_METHODS):
+            raise ValueError(f"segmentation method {segmentation!r} is not one of "
+                             f"{', '.join(SEGMENTATION_METHODS)}")
+        start = time.perf_counter()
+        result = self.tagger.classify(rgb)
+        segmented = None
+        if segmentation == "clipes":
+            segmented = self.segmenter.segment(rgb, [t.index for t in result.tags])
+        elif segmentation == "dmar":
+            segmented = dmar_segment(result, rgb.shape[:2], self.segmenter.settings)
+        return Perceived(result, segmented, time.perf_counter() - start)

@@ -1,0 +1,331 @@
+"""Classify, then segment: a label mask for the tags of an image, after CLIP-ES (Lin et al.,
+CVPR 2023) as the TagCLIP paper uses it (see ../shared/design/algorithm.md).
+
+Two modes share the last step, `label_mask`:
+
+- `ClipEsSegmenter` (the paper's numbers): Grad-CAM of each tag's softmax probability over
+  [tags + background names] at the last block's ln_1 output, refined with a class-aware
+  attention affinity restricted to the boxes around each CAM. The official code runs one
+  backward pass per tag; here blocks 1..11 run once without gradients and every tag's
+  gradient comes out of one batched forward and backward pass of the last block alone (the
+  per-tag results are the same, see `ClipEsSegmenter.tag_gradients`).
+- `dmar_segment` (faster, gradient-free): the refined DMAR map that TagCLIP computed anyway
+  while classifying, so a mask costs only an upsampling and an argmax (milliseconds), with no
+  forward or backward pass. It is not what the paper evaluates for segmentation (its maps are
+  patch-level class probabilities rather than Grad-CAMs, and get no CLIP-ES box-restricted
+  affinity), and its mIoU has not been measured here; it is an explicit option and never
+  replaces the CLIP-ES mode silently.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .boxes import box_mask, contour_boxes
+from .image import prepare_image
+from .loading import LoadedModel
+from .tagclip import AttentionVote, TagResult
+from .text import TextFeatureCache, default_cache_dir
+from .vit import VisionTower
+from .vocab import VOC_BACKGROUND, Vocabulary, validate_names
+
+# CLIP-ES's background names (its BACKGROUND_CATEGORY), the default when the vocabulary has none.
+CLIPES_BACKGROUND: tuple[str, ...] = VOC_BACKGROUND
+
+# Added to the maximum before dividing in every min-max normalisation, as in the official
+# `scale_cam_image`: it keeps an all-zero CAM at zero instead of dividing by zero.
+NORMALISE_EPSILON = 1e-7
+
+# Column-then-row normalisations of the attention before symmetrising (the official loop runs
+# one, then two more).
+SINKHORN_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """CLIP-ES knobs; the defaults are the official VOC settings."""
+
+    background_power: float = 1.0   # background score = (1 − max CAM) ** background_power
+    box_threshold: float = 0.4      # CAM level (relative to its max) whose boxes mask the affinity
+    background: tuple[str, ...] | None = None  # None: the vocabulary's, else CLIPES_BACKGROUND
+    templates: str | tuple[str, ...] = "clipes"  # "a clean origami {}."
+    affinity_start: int = -8        # affinity = mean attention of blocks[affinity_start:-1]
+    round_weights_fp16: bool = True  # use the weights as CLIP-ES's loader leaves them (clipes_model)
+
+    def __post_init__(self) -> None:
+        if not self.background_power > 0:
+            raise ValueError(f"background_power must be positive, not {self.background_power}")
+        if not 0.0 <= self.box_threshold <= 1.0:
+            raise ValueError(f"box_threshold must lie in [0, 1], not {self.box_threshold}")
+        if self.affinity_start >= -1:
+            raise ValueError(f"affinity_start must be -2 or lower (the last block is never part "
+                             f"of the affinity), not {self.affinity_start}")
+        if self.background is not None:
+            validate_names(tuple(self.background), "background", allow_empty=True)
+
+
+@dataclass
+class Segmentation:
+    """Per-tag maps and the label mask of one image."""
+
+    class_indices: list[int]  # vocabulary index of each tag (0-based), the order of `cams`
+    cams: np.ndarray          # (tags, H, W) float32 in [0, 1], refined CAMs at image size
+    mask: np.ndarray          # (H, W) uint16: 0 = background, class index + 1 for a tag
+
+
+def label_mask(cams: np.ndarray, class_indices: Sequence[int], background_power: float) -> np.ndarray:
+    """Label mask from per-tag maps (tags, H, W) in [0, 1]: the background scores
+    (1 − max over tags) ** background_power, each pixel takes the best of [background, tags]
+    (background on ties), and is 0 for background or the winning tag's index + 1."""
+    cams = np.asarray(cams, dtype=np.float32)
+    if cams.ndim != 3 or cams.shape[0] != len(class_indices):
+        raise ValueError(f"cams of shape {cams.shape} do not hold one map per class "
+                         f"({len(class_indices)} classes)")
+    background = np.power(1.0 - cams.max(axis=0, initial=0.0), np.float32(background_power))
+    winner = np.argmax(np.concatenate([background[None], cams]), axis=0)
+    values = np.array([0] + [int(i) + 1 for i in class_indices], dtype=np.uint16)
+    return values[winner]
+
+
+def normalise_rows(maps: torch.Tensor) -> torch.Tensor:
+    """Each row (one map per row) shifted to start at 0 and divided by its maximum + 1e-7."""
+    shifted = maps - maps.min(dim=-1, keepdim=True).values
+    return shifted / (shifted.max(dim=-1, keepdim=True).values + NORMALISE_EPSILON)
+
+
+def upsample_maps(maps: torch.Tensor, grid: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
+    """Patch-grid maps (tags, patches) bilinearly resized to the image, float32 (tags, H, W).
+
+    OpenCV's bilinear resize (pixel centres aligned, no antialiasing) is what the official code
+    uses; the maps are always enlarged, so it equals torch's align_corners=False mode."""
+    height, width = image_hw
+    small = maps.detach().float().cpu().numpy().reshape(-1, grid[0], grid[1])
+    out = np.empty((small.shape[0], height, width), dtype=np.float32)
+    for i, m in enumerate(small):
+        out[i] = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def check_class_indices(class_indices: Sequence[int], num_classes: int) -> list[int]:
+    """The tags as a list of ints; ValueError, with the reason, for an unusable list."""
+    indices = [int(i) for i in class_indices]
+    if not indices:
+        raise ValueError("no classes to segment: give at least one tag (an image without tags "
+                         "has nothing to segment; its mask would be all background)")
+    bad = [i for i in indices if not 0 <= i < num_classes]
+    if bad:
+        raise ValueError(f"class indices {bad} are outside the vocabulary of {num_classes} classes")
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"class indices {indices} name a class more than once")
+    return indices
+
+
+def grad_cam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM per tag on the patch tokens: channel weights are the gradients averaged over
+    patches, the CAM is the ReLU of the weighted channel sum, min-max normalised (twice, as
+    the official GradCAM does once per layer and once after aggregating its one layer).
+
+    activations: (patches, channels); gradients: (tags, patches, channels) → (tags, patches)."""
+    weights = gradients.mean(dim=1)
+    cams = (weights @ activations.T).clamp_min(0)
+    return normalise_rows(normalise_rows(cams))
+
+
+def class_aware_affinity(attention: torch.Tensor) -> torch.Tensor:
+    """CLIP-ES's affinity from mean attention among patches (patches, patches): alternately
+    normalise columns and rows (SINKHORN_ROUNDS times), symmetrise, and square the result."""
+    trans = attention
+    for _ in range(SINKHORN_ROUNDS):
+        trans = trans / trans.sum(dim=0, keepdim=True)
+        trans = trans / trans.sum(dim=1, keepdim=True)
+    trans = (trans + trans.T) / 2
+    return trans @ trans
+
+
+def refine_cams(cams: torch.Tensor, affinity: torch.Tensor, grid: tuple[int, int],
+                box_threshold: float) -> torch.Tensor:
+    """Affinity-propagated CAMs (tags, patches). Each tag's affinity is restricted to the
+    columns inside the boxes of its CAM above box_threshold·max (the official box mask
+    multiplies affinity columns, which is the same as masking the CAM before the product)."""
+    boxes = [box_mask(grid, contour_boxes(c.reshape(grid), box_threshold)).ravel()
+             for c in cams.detach().float().cpu().numpy()]
+    masks = torch.from_numpy(np.stack(boxes)).to(cams)
+    return (affinity @ (masks * cams).T).T
+
+
+def background_names(vocabulary: Vocabulary, settings: SegmentationSettings) -> tuple[str, ...]:
+    """The background names competing with the tags in the softmax: the setting when given
+    (it may not repeat a class), else the vocabulary's own, else CLIP-ES's list without any
+    name that is a class of the vocabulary."""
+    if settings.background is not None:
+        clash = set(settings.background) & set(vocabulary.classes)
+        if clash:
+            raise ValueError(f"names appear both as classes and as background: {sorted(clash)}")
+        return tuple(settings.background)
+    if vocabulary.background:
+        return vocabulary.background
+    return tuple(n for n in CLIPES_BACKGROUND if n not in vocabulary.classes)
+
+
+def _fp16_rounded_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The tensors CLIP-ES's `convert_weights` casts to float16: conv and linear weights and
+    biases, attention input projections, and the image and text output projections."""
+    tensors: list[torch.Tensor | None] = []
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+            tensors += [module.weight, module.bias]
+        if isinstance(module, torch.nn.MultiheadAttention):
+            tensors += [getattr(module, name, None) for name in (
+                "in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                "in_proj_bias", "bias_k", "bias_v")]
+        for name in ("proj", "text_projection"):
+            value = getattr(module, name, None)
+            tensors.append(value if isinstance(value, torch.Tensor) else None)
+    return [t for t in tensors if t is not None]
+
+
+def clipes_model(loaded: LoadedModel) -> LoadedModel:
+    """The model with the weights CLIP-ES actually computes with.
+
+    CLIP-ES's `build_model` casts conv, linear, attention and projection weights to float16
+    before loading the checkpoint into them (then back to float32 on the CPU), so a float32
+    checkpoint is rounded through float16; TagCLIP's loader does not. OpenAI's released
+    weights are float16 already, so for them this returns `loaded` itself; otherwise a
+    rounded copy, with its own weights identity (text features are cached apart)."""
+    if loaded.dtype != torch.float32:
+        return loaded  # float16 weights are rounded already; bfloat16 is not CLIP-ES's case
+    if all(torch.equal(t, t.half().float()) for t in _fp16_rounded_tensors(loaded.model)):
+        return loaded
+    model = copy.deepcopy(loaded.model)
+    with torch.no_grad():
+        for tensor in _fp16_rounded_tensors(model):
+            tensor.copy_(tensor.half().float())
+    return LoadedModel(model, loaded.device, loaded.dtype, loaded.weights_id + "+fp16-rounded",
+                       loaded.description + ", weights rounded through float16 as CLIP-ES loads them")
+
+
+class ClipEsSegmenter:
+    """CLIP-ES label masks for given tags, over a vocabulary that can be swapped while it runs.
+
+    Text features use the single CLIP-ES template and each class's `Vocabulary.prompt_name`
+    (VOC's "person with clothes,people,human" and the like). With `round_weights_fp16` (the
+    default) the segmenter computes with `clipes_model(loaded)`; a `text_cache` for other
+    weights is then replaced by one for those, in the same directory."""
+
+    def __init__(self, loaded: LoadedModel, vocabulary: Vocabulary,
+                 settings: SegmentationSettings = SegmentationSettings(),
+                 text_cache: TextFeatureCache | None = None) -> None:
+        self.loaded = clipes_model(loaded) if settings.round_weights_fp16 else loaded
+        self.settings = settings
+        self.vision = VisionTower(self.loaded)
+        if text_cache is None or text_cache.loaded is not self.loaded:
+            directory = default_cache_dir() if text_cache is None else text_cache.cache_dir
+            text_cache = TextFeatureCache(self.loaded, directory)
+        self.text_cache = text_cache
+        self._lock = threading.Lock()
+        self.set_vocabulary(vocabulary)
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Use `vocabulary` from the next image on; only names not yet cached are encoded."""
+        templates = self.settings.templates
+        background = background_names(vocabulary, self.settings)
+        names = [vocabulary.prompt_name(c) for c in vocabulary.classes]
+        foreground = self.text_cache.features(names, templates)
+        bg = self.text_cache.features(background, templates) if background else foreground[:0]
+        with self._lock:
+            self._vocab_state = (vocabulary, foreground, bg)
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self._vocab_state[0]
+
+    def segment(self, rgb: np.ndarray, class_indices: Sequence[int]) -> Segmentation:
+        """Refined CAMs and the label mask of an RGB uint8 image (H, W, 3) for the classes
+        `class_indices` (vocabulary indices, e.g. the `Tag.index` of TagCLIP's tags).
+
+        An empty list is a ValueError: there is nothing to segment."""
+        with self._lock:
+            vocabulary, foreground, background = self._vocab_state
+        indices = check_class_indices(class_indices, len(vocabulary.classes))
+        pixels = prepare_image(rgb, self.loaded.patch_size).to(self.loaded.device)
+        grid = (pixels.shape[-2] // self.loaded.patch_size, pixels.shape[-1] // self.loaded.patch_size)
+        text = torch.cat([foreground[indices], background])
+        cams, attention = self.grad_cams(pixels, text, len(indices))
+        refined = refine_cams(cams, class_aware_affinity(attention), grid, self.settings.box_threshold)
+        maps = upsample_maps(normalise_rows(refined), grid, rgb.shape[:2])
+        return Segmentation(indices, maps, label_mask(maps, indices, self.settings.background_power))
+
+    def grad_cams(self, pixels: torch.Tensor, text: torch.Tensor, num_tags: int,
+                  batched: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grad-CAMs (tags, patches) of the first `num_tags` rows of `text`, and the mean
+        attention among patches of the affinity blocks (patches, patches).
+
+        Blocks before the last run once, without gradients; only the last block is ever
+        differentiated (see `tag_gradients`)."""
+        last = len(self.vision.blocks) - 1
+        # DMAR's collector also counts votes; CLIP-ES uses the plain mean (min_votes=0 below).
+        attention = AttentionVote(last + 1, self.settings.affinity_start)
+        with torch.no_grad():
+            x = self.vision.embed(pixels, always_resample=True)
+            x = self.vision.run_blocks(x, range(last), attention)
+            normed = self.vision.blocks[last].ln_1(x)
+        gradients = self.tag_gradients(x, normed, text, num_tags, batched)
+        cams = grad_cam(normed[0, 1:].float(), gradients[:, 1:].float())
+        return cams, attention.affinity(min_votes=0)
+
+    def tag_gradients(self, x: torch.Tensor, normed: torch.Tensor, text: torch.Tensor,
+                      num_tags: int, batched: bool = True) -> torch.Tensor:
+        """Gradient of each tag's probability with respect to the last block's ln_1 output
+        `normed` (1, tokens, width), given the block's input `x`: (tags, tokens, width).
+
+        The official code runs the last block and one backward pass per tag. Batched, the
+        block runs once on `num_tags` copies of `normed` and tag t's probability is taken
+        from copy t; copies do not interact, so one backward pass of the sum leaves in copy
+        t exactly tag t's gradient. Unbatched (for checking): one forward, one backward per
+        tag."""
+        with torch.enable_grad():
+            if batched:
+                leaf = normed.detach().repeat(num_tags, 1, 1).requires_grad_(True)
+                probabilities = self.image_probabilities(x.expand(num_tags, -1, -1), leaf, text)
+                (grads,) = torch.autograd.grad(probabilities.diagonal().sum(), leaf)
+                return grads
+            leaf = normed.detach().requires_grad_(True)
+            probabilities = self.image_probabilities(x, leaf, text)[0]
+            return torch.cat([torch.autograd.grad(probabilities[t], leaf, retain_graph=True)[0]
+                              for t in range(num_tags)])
+
+    def image_probabilities(self, x: torch.Tensor, normed: torch.Tensor,
+                            text: torch.Tensor) -> torch.Tensor:
+        """Softmax over `text` (rows) of each image's scaled cosine similarity (batch, rows).
+        The image feature is the mean over patch tokens of the last block's output after
+        ln_post and the projection (the official order: ln_post per token, then the mean;
+        the class token is not used)."""
+        tokens = self.vision.block_from_normed(len(self.vision.blocks) - 1, x, normed)
+        features = self.vision.project(tokens)[:, 1:].float().mean(dim=1)
+        features = features / features.norm(dim=-1, keepdim=True)
+        logits = self.loaded.model.logit_scale.exp().float() * features @ text.T
+        return logits.softmax(dim=-1)
+
+
+def dmar_segment(result: TagResult, image_hw: tuple[int, int],
+                 settings: SegmentationSettings = SegmentationSettings(),
+                 class_indices: Sequence[int] | None = None) -> Segmentation:
+    """The gradient-free mode: each tag's column of TagCLIP's refined DMAR map, min-max
+    normalised, bilinearly upsampled to `image_hw`, and turned into the same label mask.
+
+    It costs no forward or backward pass beyond classification (an upsampling and an argmax),
+    against a forward and a batched backward pass for `ClipEsSegmenter`; see the module
+    docstring for what it gives up. `class_indices` defaults to the result's tags; only
+    `settings.background_power` applies."""
+    if class_indices is None:
+        class_indices = [t.index for t in result.tags]
+    indices = check_class_indices(class_indices, len(result.vocabulary.classes))
+    maps = normalise_rows(result.refined[:, indices].T.float())
+    cams = upsample_maps(maps, result.grid, image_hw)
+    return Segmentation(indices, cams, label_mask(cams, indices, settings.background_power))

@@ -1,0 +1,252 @@
+"""The tagger node as a real process over DDS: stamps, scores, runtime vocabulary, compressed
+input, bad frames, back-pressure and lifecycle."""
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from tagclip_ros.core import TagClip, load_vocabulary, read_image
+from tagclip_ros.msg import LabelInfo, TagArray
+from tagclip_ros.node.conversions import rgb_to_image
+
+from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until
+
+from ..conftest import IMAGES, WEIGHTS
+
+STARTUP_S = 240
+ANSWER_S = 60
+
+
+@pytest.fixture(scope="module")
+def ros():
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as run.sh does
+    rclpy.init()
+    client = Client()
+    yield client
+    client.close()
+    rclpy.shutdown()
+
+
+def start(ros, tmp_path_factory, text_cache_dir, namespace: str, **params) -> tuple:
+    log = str(tmp_path_factory.mktemp("logs") / f"{namespace.strip('/')}.log")
+    defaults = {"model.weights": WEIGHTS, "device": "cpu", "text_cache_dir": text_cache_dir,
+                "diagnostics_period": 0.5}
+    process = TaggerProcess(namespace, log, {**defaults, **params})
+    info = ros.collect(LabelInfo, f"{namespace}/label_info", LATCHED)
+    return process, info
+
+
+@pytest.fixture(scope="module")
+def raw_tagger(ros, tmp_path_factory, text_cache_dir):
+    process, info = start(ros, tmp_path_factory, text_cache_dir, "/raw")
+    wait_until(lambda: info or process.process.poll() is not None, STARTUP_S, "raw tagger start")
+    assert process.process.poll() is None, process.log()
+    yield process, info
+    assert process.stop() == 0, process.log()
+    assert "Traceback" not in process.log()
+
+
+@pytest.fixture(scope="module")
+def jpeg_tagger(ros, tmp_path_factory, text_cache_dir):
+    process, info = start(ros, tmp_path_factory, text_cache_dir, "/jpeg",
+                          image_transport="compressed", image_qos="reliable")
+    wait_until(lambda: info or process.process.poll() is not None, STARTUP_S, "jpeg tagger start")
+    assert process.process.poll() is None, process.log()
+    yield process, info
+    assert process.stop() == 0, process.log()
+
+
+@pytest.fixture(scope="module")
+def core_tagger(loaded, text_cache):
+    return TagClip(loaded, load_vocabulary("voc"), text_cache=text_cache)
+
+
+def answer_for(messages: list, stamp: Time, timeout: float = ANSWER_S):
+    """The first message whose header stamp equals `stamp`."""
+    def find():
+        return next((m for m in list(messages) if m.header.stamp == stamp), None)
+    return wait_until(find, timeout, f"answer for stamp {stamp.sec}.{stamp.nanosec}")
+
+
+def chelsea() -> np.ndarray:
+    return read_image(os.path.join(IMAGES, "chelsea.jpg"))
+
+
+def test_tags_and_mask_for_a_stamped_image(ros, raw_tagger, core_tagger):
+    process, info = raw_tagger
+    tags = ros.collect(TagArray, "/raw/tags")
+    masks = ros.collect(Image, "/raw/label_mask")
+    rgb = chelsea()
+    stamp = Camera(ros, "/raw/camera").send(rgb_to_image(rgb, Header()), 1234, 5678)
+    answer = answer_for(tags, stamp)
+    expected = core_tagger.classify(rgb)
+    assert answer.header.frame_id == "camera_optical"
+    np.testing.assert_allclose(answer.scores, expected.scores, rtol=0, atol=1e-5)
+    assert [(t.class_id, t.label) for t in answer.tags] == [(t.class_id, t.label) for t in expected.tags]
+    mask = answer_for(masks, stamp)
+    assert (mask.height, mask.width, mask.encoding) == (rgb.shape[0], rgb.shape[1], "mono8")
+    ids = set(np.unique(np.frombuffer(bytes(mask.data), np.uint8)).tolist())
+    assert ids <= {0} | {t.class_id for t in answer.tags}
+    latest = info[-1]
+    assert latest.class_map[0].class_name == "background" and len(latest.class_map) == 21
+
+
+def set_vocabulary(ros: Client, namespace: str, names: list[str]):
+    request = SetParameters.Request(parameters=[
+        Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names).to_parameter_msg()])
+    return ros.call(SetParameters, f"{namespace}/tagclip_tagger/set_parameters", request).results[0]
+
+
+def test_runtime_vocabulary_change_and_rejections(ros, raw_tagger):
+    process, info = raw_tagger
+    tags = ros.collect(TagArray, "/raw/tags")
+    camera = Camera(ros, "/raw/camera")
+    frame = rgb_to_image(chelsea(), Header())
+    try:
+        assert set_vocabulary(ros, "/raw", ["cat", "dog", "robot"]).successful
+        answer = answer_for(tags, camera.send(frame, 2000))
+        assert len(answer.scores) == 3 and {t.label for t in answer.tags} <= {"cat", "dog", "robot"}
+        wait_until(lambda: len(info[-1].class_map) == 4, 10, "label_info re-sent")
+        for names, reason in (([], "empty"), (["cat", "cat"], "more than once"),
+                              (["cat", ""], "blank")):
+            result = set_vocabulary(ros, "/raw", names)
+            assert not result.successful and reason in result.reason
+        answer = answer_for(tags, camera.send(frame, 2001))
+        assert len(answer.scores) == 3  # the old vocabulary keeps working
+    finally:
+        assert set_vocabulary(ros, "/raw", list(load_vocabulary("voc").classes)).successful
+
+
+def test_compressed_input_matches_raw_input_of_the_decoded_image(ros, raw_tagger, jpeg_tagger):
+    raw_tags = ros.collect(TagArray, "/raw/tags")
+    jpeg_tags = ros.collect(TagArray, "/jpeg/tags")
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(chelsea(), cv2.COLOR_RGB2BGR))
+    decoded = cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    from_jpeg = answer_for(jpeg_tags, Camera(ros, "/jpeg/camera/compressed", CompressedImage).send(
+        CompressedImage(format="jpeg", data=jpeg.tobytes()), 3000))
+    from_raw = answer_for(raw_tags, Camera(ros, "/raw/camera").send(rgb_to_image(decoded, Header()), 3000))
+    np.testing.assert_allclose(from_jpeg.scores, from_raw.scores, rtol=0, atol=1e-6)
+    assert [t.label for t in from_jpeg.tags] == [t.label for t in from_raw.tags]
+
+
+def diagnostics_value(messages: list, namespace: str, key: str) -> int:
+    for msg in reversed(list(messages)):
+        for status in msg.status:
+            if status.name.startswith(f"{namespace}/"):
+                return int(next(v.value for v in status.values if v.key == key))
+    return -1
+
+
+def test_bad_frames_are_skipped_and_logged(ros, raw_tagger, jpeg_tagger):
+    diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
+    raw_tags, jpeg_tags = ros.collect(TagArray, "/raw/tags"), ros.collect(TagArray, "/jpeg/tags")
+    raw, jpeg = Camera(ros, "/raw/camera"), Camera(ros, "/jpeg/camera/compressed", CompressedImage)
+    good = rgb_to_image(chelsea(), Header())
+    bad_frames = [
+        Image(height=300, width=451, encoding="rgb8", step=100, data=bytes(300 * 100)),
+        Image(height=4, width=4, encoding="fancy16", step=32, data=bytes(128)),
+        Image(height=0, width=0, encoding="rgb8", step=0, data=b""),
+        Image(height=10, width=10, encoding="rgb8", step=30, data=bytes(12)),
+    ]
+    for i, frame in enumerate(bad_frames):
+        raw.send(frame, 4000 + i)
+        time.sleep(0.2)
+    jpeg.send(CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0 corrupt"), 4100)
+    time.sleep(0.2)
+    assert answer_for(raw_tags, raw.send(good, 4200))
+    ok, encoded = cv2.imencode(".jpg", chelsea())
+    assert answer_for(jpeg_tags, jpeg.send(CompressedImage(format="jpeg", data=encoded.tobytes()), 4201))
+    wait_until(lambda: diagnostics_value(diagnostics, "/raw", "frames_bad") >= len(bad_frames), 10,
+               "bad raw frames counted in /diagnostics")
+    wait_until(lambda: diagnostics_value(diagnostics, "/jpeg", "frames_bad") >= 1, 10,
+               "bad jpeg frame counted in /diagnostics")
+    assert "skipping frame" in raw_tagger[0].log() and "skipping frame" in jpeg_tagger[0].log()
+    assert "Traceback" not in raw_tagger[0].log() + jpeg_tagger[0].log()
+
+
+def test_incompatible_qos_is_reported(ros, jpeg_tagger):
+    ros.node.create_publisher(CompressedImage, "/jpeg/camera/compressed", qos_profile_sensor_data)
+    wait_until(lambda: "QoS is incompatible" in jpeg_tagger[0].log(), 20, "QoS warning in the log")
+
+
+def test_latency_stays_bounded_at_30_hz(ros, raw_tagger):
+    tags = ros.collect(TagArray, "/raw/tags")
+    diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
+    camera = Camera(ros, "/raw/camera")
+    frame = rgb_to_image(chelsea(), Header())
+    sent: dict[int, float] = {}
+    arrived: dict[int, float] = {}
+    ros.node.create_subscription(TagArray, "/raw/tags",
+                                 lambda m: arrived.setdefault(m.header.stamp.sec, time.monotonic()), 10)
+    dropped_before = max(diagnostics_value(diagnostics, "/raw", "frames_dropped"), 0)
+    for i in range(90):
+        sent[5000 + i] = time.monotonic()
+        camera.send(frame, 5000 + i)
+        time.sleep(1 / 30)
+    wait_until(lambda: 5089 in arrived or time.monotonic() - max(sent.values()) > 20, 30, "last frame")
+    latencies = [arrived[s] - sent[s] for s in sorted(arrived) if s in sent]
+    assert 2 <= len(latencies) < 90  # inference is slower than 30 Hz: frames were dropped
+    times = sorted(arrived[s] for s in arrived if s in sent)
+    period = (times[-1] - times[0]) / (len(times) - 1)
+    # Each answered frame waited at most for the frame in progress plus its own inference.
+    assert max(latencies) <= 2.5 * period + 0.5, (latencies, period)
+    wait_until(lambda: diagnostics_value(diagnostics, "/raw", "frames_dropped") - dropped_before
+               >= 90 - len(latencies) - 2, 10, "dropped frames reported")
+
+
+def lifecycle(ros: Client, namespace: str, transition: int | None = None) -> str:
+    base = f"{namespace}/tagclip_tagger"
+    if transition is not None:
+        assert ros.call(ChangeState, f"{base}/change_state",
+                        ChangeState.Request(transition=Transition(id=transition))).success
+    return ros.call(GetState, f"{base}/get_state", GetState.Request()).current_state.label
+
+
+def test_lifecycle_transitions(ros, tmp_path_factory, text_cache_dir):
+    process, info = start(ros, tmp_path_factory, text_cache_dir, "/managed", autostart=False,
+                          **{"segmentation.enabled": False})
+    try:
+        tags = ros.collect(TagArray, "/managed/tags")
+        wait_until(lambda: lifecycle(ros, "/managed") == "unconfigured", STARTUP_S, "node up")
+        assert lifecycle(ros, "/managed", Transition.TRANSITION_CONFIGURE) == "inactive"
+        wait_until(lambda: info, 10, "label_info after configure")
+        frame = rgb_to_image(chelsea(), Header())
+        publisher = ros.node.create_publisher(Image, "/managed/camera", 10)
+        assert lifecycle(ros, "/managed", Transition.TRANSITION_ACTIVATE) == "active"
+        wait_until(lambda: publisher.get_subscription_count() > 0, 30, "subscription when active")
+        frame.header.stamp = Time(sec=6000)
+        publisher.publish(frame)
+        answer_for(tags, Time(sec=6000))
+        assert lifecycle(ros, "/managed", Transition.TRANSITION_DEACTIVATE) == "inactive"
+        wait_until(lambda: publisher.get_subscription_count() == 0, 30, "no subscription when inactive")
+        assert lifecycle(ros, "/managed", Transition.TRANSITION_CLEANUP) == "unconfigured"
+        assert lifecycle(ros, "/managed", Transition.TRANSITION_CONFIGURE) == "inactive"
+    finally:
+        assert process.stop() == 0, process.log()
+
+
+def test_missing_weights_fail_configure_with_one_sentence(ros, tmp_path_factory, text_cache_dir):
+    process, _ = start(ros, tmp_path_factory, text_cache_dir, "/broken",
+                       **{"model.weights": "/nonexistent/ViT-B-16.pt"})
+    try:
+        wait_until(lambda: "configure failed" in process.log(), STARTUP_S, "configure error")
+        assert "model.weights" in process.log() and "Traceback" not in process.log()
+        assert lifecycle(ros, "/broken") == "unconfigured" and process.process.poll() is None
+    finally:
+        process.stop()
