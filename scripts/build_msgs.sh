@@ -57,7 +57,7 @@ STAMP="$PREFIX/.tagclip_ros_msgs.stamp"
 STAMP_ID="venv=$VENV src=$SRC prefix=$PREFIX"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_ID" ] \
    && [ -z "$(find "$SRC/msg" "$SRC/CMakeLists.txt" "$SRC/package.xml" \
-                   "$SRC/tagclip_ros/__init__.py" "$SRC/scripts/tagger_node" \
+                   "$SRC/tagclip_ros/__init__.py" "$SRC/scripts/tagger_node" "$SRC/scripts/image_source" \
                    $(ls -d "$SRC/launch" "$SRC/config" 2>/dev/null) \
                    -newer "$STAMP" -print -quit)" ]; then
   exit 0
@@ -88,7 +88,7 @@ COPY="$BUILD_DIR/src"
 mkdir -p "$COPY/tagclip_ros" "$COPY/scripts"
 cp -p "$SRC/CMakeLists.txt" "$SRC/package.xml" "$COPY/"
 cp -p "$SRC/tagclip_ros/__init__.py" "$COPY/tagclip_ros/"
-cp -p "$SRC/scripts/tagger_node" "$COPY/scripts/"
+cp -p "$SRC/scripts/tagger_node" "$SRC/scripts/image_source" "$COPY/scripts/"
 for d in msg launch config; do
   if [ -d "$SRC/$d" ]; then rm -rf "${COPY:?}/$d"; cp -rp "$SRC/$d" "$COPY/$d"; fi
 done
