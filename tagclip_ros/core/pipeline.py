@@ -5,6 +5,7 @@ them on an image: tags always, a label mask when asked for, by the chosen method
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -47,6 +48,16 @@ class Perception:
         """Switch both stages to `vocabulary`; only names never encoded before cost time."""
         self.tagger.set_vocabulary(vocabulary)
         self.segmenter.set_vocabulary(vocabulary)
+
+    def update(self, tag_threshold: float | None = None,
+               background_power: float | None = None) -> None:
+        """Change the runtime knobs; the next frame uses them (settings are replaced whole)."""
+        if tag_threshold is not None:
+            self.tagger.settings = dataclasses.replace(self.tagger.settings,
+                                                       tag_threshold=tag_threshold)
+        if background_power is not None:
+            self.segmenter.settings = dataclasses.replace(self.segmenter.settings,
+                                                          background_power=background_power)
 
     def run(self, rgb: np.ndarray, segmentation: str | None = "clipes") -> Perceived:
         """Tags for `rgb`, and a label mask by `segmentation` (clipes, dmar, or None for none)."""

@@ -6,11 +6,9 @@ inference on a worker thread that only ever sees the newest frame. See
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
@@ -18,6 +16,7 @@ from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
 from ..core.overlay import render_overlay
@@ -158,12 +157,7 @@ class TaggerNode(LifecycleNode):
         if perception is None:
             return
         values = {**self._values(), **changes}
-        if "tag_threshold" in changes:
-            perception.tagger.settings = dataclasses.replace(
-                perception.tagger.settings, tag_threshold=values["tag_threshold"])
-        if "segmentation.background_power" in changes:
-            perception.segmenter.settings = dataclasses.replace(
-                perception.segmenter.settings, background_power=values["segmentation.background_power"])
+        perception.update(changes.get("tag_threshold"), changes.get("segmentation.background_power"))
         if "vocabulary" in changes or "background" in changes:
             vocabulary = vocabulary_from(values)
             before = perception.tagger.text_cache.encoded_names
@@ -214,7 +208,7 @@ class TaggerNode(LifecycleNode):
     def _publish_label_info(self, threshold: float | None = None) -> None:
         if self.perception is None or "label_info" not in self.pubs:
             return
-        header = conversions.Header(stamp=self.get_clock().now().to_msg())
+        header = Header(stamp=self.get_clock().now().to_msg())
         threshold = self.param("tag_threshold") if threshold is None else threshold
         self.pubs["label_info"].publish(
             conversions.label_info(self.perception.vocabulary, threshold, header))

@@ -133,6 +133,21 @@ def test_runtime_vocabulary_change_and_rejections(ros, raw_tagger):
         assert set_vocabulary(ros, "/raw", list(load_vocabulary("voc").classes)).successful
 
 
+def test_runtime_threshold_change(ros, raw_tagger):
+    process, info = raw_tagger
+    tags = ros.collect(TagArray, "/raw/tags")
+    camera = Camera(ros, "/raw/camera")
+    request = SetParameters.Request(parameters=[Parameter("tag_threshold", value=0.0).to_parameter_msg()])
+    try:
+        assert ros.call(SetParameters, "/raw/tagclip_tagger/set_parameters", request).results[0].successful
+        answer = answer_for(tags, camera.send(rgb_to_image(chelsea(), Header()), 2500))
+        assert len(answer.tags) == len(answer.scores) - 1  # every class above the minimum
+        wait_until(lambda: info[-1].threshold == 0.0, 10, "label_info with the new threshold")
+    finally:
+        request.parameters[0].value.double_value = 0.5
+        assert ros.call(SetParameters, "/raw/tagclip_tagger/set_parameters", request).results[0].successful
+
+
 def test_compressed_input_matches_raw_input_of_the_decoded_image(ros, raw_tagger, jpeg_tagger):
     raw_tags = ros.collect(TagArray, "/raw/tags")
     jpeg_tags = ros.collect(TagArray, "/jpeg/tags")
