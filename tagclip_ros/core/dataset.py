@@ -1,0 +1,327 @@
+"""Dataset files: split and tag files, label-mask PNGs, saved CAMs, and resumable output.
+
+Everything the `tagclip tag`, `segment` and `evaluate-masks` verbs read or write, without a
+model, ROS or a command line, so each piece can be tested on its own.
+
+- Split files (VOC/COCO style, as the official TagCLIP `imageset/` files): one image per line,
+  `stem [id id ...]`, ids 0-based indices into the vocabulary's classes (ground-truth labels,
+  possibly none). Tag files have the same format (what the official `classify.py --save_file`
+  writes as `{dataset}_val_tagclip.txt`): `stem id id ...`, the predicted tags in ascending id
+  order. So a tag file can be the split file of `tagclip segment`.
+- Label masks: 8-bit palette PNGs, pixel = class id + 1 (0 = background, 255 = ignore in
+  ground truth), coloured with the PASCAL VOC palette.
+- CAMs: a `.npy` holding a pickled dict, loadable with `np.load(path, allow_pickle=True).item()`
+  like the official CLIP-ES files.
+- Resumption: an output counts as done once it exists; every file is written to a temporary
+  name and renamed, so an interrupted run never leaves a half-written file that looks done.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from .overlay import palette
+
+IGNORE_LABEL = 255
+MAX_MASK_CLASSES = IGNORE_LABEL - 1  # ids 1..254 fit an 8-bit mask beside background and ignore
+T = TypeVar("T")
+V = TypeVar("V")
+
+
+class SplitFormatError(ValueError):
+    """A split or tag file line that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class SplitEntry:
+    """One line of a split or tag file: the image stem and its class ids (file order)."""
+
+    stem: str
+    labels: tuple[int, ...]
+    line: int = 0  # 1-based line number in the file it came from (0: not from a file)
+
+
+def parse_split_line(text: str, line: int, source: str,
+                     num_classes: int | None = None) -> SplitEntry | None:
+    """The entry on one line (None for a blank line). Ids must be integers in
+    [0, num_classes); a repeated id is kept once (labels are a set; first occurrence order)."""
+    fields = text.split()
+    if not fields:
+        return None
+    stem, ids = fields[0], fields[1:]
+    check_stem(stem, line, source)
+    labels: list[int] = []
+    for value in ids:
+        try:
+            index = int(value)
+        except ValueError:
+            raise SplitFormatError(f"{source} line {line}: class id {value!r} is not an integer "
+                                   f"(expected 'stem id id ...')") from None
+        if index < 0 or (num_classes is not None and index >= num_classes):
+            bound = f"[0, {num_classes})" if num_classes is not None else "0 or more"
+            raise SplitFormatError(f"{source} line {line}: class id {index} is outside {bound} "
+                                   f"for this vocabulary")
+        if index not in labels:
+            labels.append(index)
+    return SplitEntry(stem, tuple(labels), line)
+
+
+def check_stem(stem: str, line: int, source: str) -> None:
+    """Reject stems that would write outside the output folder (absolute, or with '..')."""
+    parts = stem.replace("\\", "/").split("/")
+    if os.path.isabs(stem) or ".." in parts or "" in parts:
+        raise SplitFormatError(f"{source} line {line}: image stem {stem!r} must be a relative "
+                               f"name without '..' or empty parts")
+
+
+def parse_split(lines: Iterable[str], source: str, num_classes: int | None = None) -> list[SplitEntry]:
+    """All entries of a split file's lines; SplitFormatError on a bad line or a repeated stem."""
+    entries: list[SplitEntry] = []
+    first_line: dict[str, int] = {}
+    for number, text in enumerate(lines, start=1):
+        entry = parse_split_line(text, number, source, num_classes)
+        if entry is None:
+            continue
+        if entry.stem in first_line:
+            raise SplitFormatError(f"{source} line {number}: image {entry.stem!r} is listed "
+                                   f"again (first on line {first_line[entry.stem]})")
+        first_line[entry.stem] = number
+        entries.append(entry)
+    return entries
+
+
+def read_split(path: str, num_classes: int | None = None) -> list[SplitEntry]:
+    """The entries of a split (or tag) file, in file order; one sentence on any problem."""
+    with open(path, encoding="utf-8") as f:
+        entries = parse_split(f, path, num_classes)
+    if not entries:
+        raise SplitFormatError(f"{path} lists no images")
+    return entries
+
+
+def format_tag_line(stem: str, class_ids: Iterable[int]) -> str:
+    """One line of a tag file: the stem and the ids in ascending order, as the official
+    classify.py writes them (it walks the classes in order)."""
+    return " ".join([stem, *(str(i) for i in sorted(int(c) for c in class_ids))]) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tag files that grow while a run goes on
+
+
+def read_progress(path: str, num_classes: int | None = None) -> tuple[dict[str, tuple[int, ...]], bool]:
+    """The tags already in a tag file being resumed: {stem: ids}, later lines winning, and
+    whether an unfinished last line (no newline: the run was killed mid-write) was dropped.
+    A missing file is an empty result."""
+    if not os.path.exists(path):
+        return {}, False
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    partial = lines[-1] != ""
+    tags: dict[str, tuple[int, ...]] = {}
+    for number, text in enumerate(lines[:-1], start=1):
+        entry = parse_split_line(text, number, path, num_classes)
+        if entry is not None:
+            tags[entry.stem] = entry.labels
+    return tags, partial
+
+
+def write_tag_file(path: str, tags: Mapping[str, Sequence[int]]) -> None:
+    """Replace `path` with these tags, one line per stem in mapping order (atomically)."""
+    atomic_write(path, lambda f: f.writelines(format_tag_line(s, ids) for s, ids in tags.items()),
+                 mode="w")
+
+
+def merge_in_order(order: Sequence[str], new: Mapping[str, V], old: Mapping[str, V]) -> dict[str, V]:
+    """Per-image records (tags or scores) of a finished run: the stems of `order` first (new
+    records over old ones), then the stems only `old` had (an earlier run over other images),
+    in their old order."""
+    merged = {stem: new[stem] if stem in new else old[stem]
+              for stem in order if stem in new or stem in old}
+    for stem, value in old.items():
+        merged.setdefault(stem, value)
+    return merged
+
+
+def scores_path(tag_path: str) -> str:
+    """The file beside a tag file that keeps each image's class scores (for --eval on resume)."""
+    return tag_path + ".scores.jsonl"
+
+
+def read_scores(path: str) -> dict[str, list[float]]:
+    """{stem: scores} from a scores file (later lines win; a broken last line is ignored)."""
+    if not os.path.exists(path):
+        return {}
+    scores: dict[str, list[float]] = {}
+    with open(path, encoding="utf-8") as f:
+        for text in f:
+            try:
+                record = json.loads(text)
+                scores[str(record["stem"])] = [float(v) for v in record["scores"]]
+            except (ValueError, KeyError, TypeError):
+                continue  # only an interrupted final write leaves such a line
+    return scores
+
+
+def write_scores(path: str, scores: Mapping[str, Sequence[float]]) -> None:
+    """Replace a scores file with these {stem: scores} (atomically)."""
+    atomic_write(path, lambda f: f.writelines(scores_line(s, v) for s, v in scores.items()), mode="w")
+
+
+def scores_line(stem: str, scores: Sequence[float]) -> str:
+    """One JSON line of a scores file."""
+    return json.dumps({"stem": stem, "scores": [float(v) for v in scores]}) + "\n"
+
+
+def append_line(handle: IO[str], text: str) -> None:
+    """Append one whole line and push it to the OS, so a killed run keeps every finished image."""
+    handle.write(text)
+    handle.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Files written whole
+
+
+def atomic_write(path: str, write: Callable[[IO], None], mode: str = "wb") -> None:
+    """Write `path` through a temporary file in the same folder and rename it into place, so
+    the path either does not exist or is complete."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 would hide results
+        with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+            write(f)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so it is set back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_mask_classes(num_classes: int) -> None:
+    """8-bit masks hold ids 1..254 beside background (0) and ignore (255): refuse more classes."""
+    if num_classes > MAX_MASK_CLASSES:
+        raise ValueError(f"label masks are 8-bit PNGs with at most {MAX_MASK_CLASSES} classes; "
+                         f"this vocabulary has {num_classes}")
+
+
+def save_label_png(path: str, mask: np.ndarray) -> None:
+    """An (H, W) label mask (0 = background, class id + 1) as a palette ("P") PNG."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or (mask.size and (mask.min() < 0 or mask.max() > IGNORE_LABEL)):
+        raise ValueError(f"{path}: a label mask must be 2-D with values in [0, {IGNORE_LABEL}]")
+    image = Image.fromarray(mask.astype(np.uint8))
+    image.putpalette(palette(256).ravel().tolist())  # an "L" image becomes "P", ids unchanged
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
+
+
+def load_label_png(path: str) -> np.ndarray:
+    """The ids of a single-channel label PNG (palette or gray) as an (H, W) integer array;
+    ValueError for an RGB colour-coded mask, whose colours are not ids."""
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L", "I", "I;16"):
+            raise ValueError(f"{path}: a label mask must be a palette or gray PNG holding class "
+                             f"ids, not a {image.mode} image")
+        return np.asarray(image).astype(np.int64)
+
+
+def save_cams(path: str, class_ids: Sequence[int], cams: np.ndarray) -> None:
+    """Refined CAMs (tags, H, W) and their class ids as the official CLIP-ES `.npy` dict:
+    `keys` (int64 class ids) and the maps as float16 under `cams` and also under the official
+    name `attn_highres` (the same array: pickle stores it once), so CLIP-ES's own evaluation
+    scripts read these files too."""
+    maps = np.asarray(cams, dtype=np.float16)
+    record = {"keys": np.asarray(class_ids, dtype=np.int64), "cams": maps, "attn_highres": maps}
+    atomic_write(path, lambda f: np.save(f, record, allow_pickle=True))
+
+
+def load_cams(path: str) -> dict[str, np.ndarray]:
+    """The dict `save_cams` wrote (or an official CLIP-ES file)."""
+    return np.load(path, allow_pickle=True).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Which images still need work
+
+
+def image_path(img_root: str, stem: str, ext: str) -> str:
+    """`<img_root>/<stem><ext>` (ext given with or without its dot)."""
+    return os.path.join(img_root, stem + (ext if ext.startswith(".") or not ext else "." + ext))
+
+
+def stems_of(paths: Sequence[str]) -> list[SplitEntry]:
+    """Entries (no labels) for image paths, stem = file name without extension; ValueError if
+    two paths share a stem, since their outputs would overwrite each other."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in seen:
+            raise ValueError(f"{seen[stem]} and {path} have the same name {stem!r}; their tags "
+                             f"would collide in the tag file")
+        seen[stem] = path
+    return [SplitEntry(stem, ()) for stem in seen]
+
+
+def segment_outputs(out_dir: str, stem: str, save_cams: bool) -> list[str]:
+    """The files `tagclip segment` writes for one image: the mask, and the CAMs if asked."""
+    outputs = [os.path.join(out_dir, stem + ".png")]
+    if save_cams:
+        outputs.append(os.path.join(out_dir, stem + ".npy"))
+    return outputs
+
+
+def split_done(items: Sequence[T], is_done: Callable[[T], bool],
+               overwrite: bool) -> tuple[list[T], int]:
+    """The items (images) still to process and how many were skipped as done (none with
+    overwrite)."""
+    if overwrite:
+        return list(items), 0
+    todo = [item for item in items if not is_done(item)]
+    return todo, len(items) - len(todo)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation helpers
+
+
+def label_matrix(entries: Sequence[SplitEntry], num_classes: int) -> np.ndarray:
+    """0/1 ground truth (images, classes) from the split's label ids."""
+    labels = np.zeros((len(entries), num_classes), dtype=np.int64)
+    for row, entry in enumerate(entries):
+        labels[row, list(entry.labels)] = 1
+    return labels
+
+
+def per_class_precision_recall(predicted: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class F1, precision and recall of boolean predictions against 0/1 labels (images,
+    classes); NaN where a ratio has no denominator (class never predicted / never present)."""
+    positive = np.asarray(labels) > 0
+    tp = (predicted & positive).sum(axis=0).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = tp / predicted.sum(axis=0)
+        recall = tp / positive.sum(axis=0)
+        f1 = np.where(tp > 0, 2 * precision * recall / (precision + recall), np.nan)
+    f1 = np.where((tp == 0) & (predicted.sum(axis=0) + positive.sum(axis=0) > 0), 0.0, f1)
+    return {"F1": f1, "P": precision, "R": recall}
+
+
+def save_rgb_png(path: str, rgb: np.ndarray) -> None:
+    """An RGB uint8 picture (H, W, 3) as a PNG (atomically)."""
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    atomic_write(path, lambda f: image.save(f, format="PNG"))

@@ -1,0 +1,157 @@
+"""Dataset files: split/tag parsing and writing, resumable bookkeeping, mask PNGs and CAM files."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tagclip_ros.core import dataset
+from tagclip_ros.core.dataset import SplitEntry, SplitFormatError
+from tagclip_ros.core.overlay import palette
+
+
+def test_tag_file_round_trip_in_the_official_format(tmp_path):
+    path = str(tmp_path / "voc2012_val_tagclip.txt")
+    tags = {"2007_000033": (0,), "2007_000187": (19, 4, 14), "2008_000009": ()}
+
+    dataset.write_tag_file(path, tags)
+
+    # official classify.py: the stem, then the ids in ascending order, one image per line
+    assert open(path, encoding="utf-8").read() == "2007_000033 0\n2007_000187 4 14 19\n2008_000009\n"
+    entries = dataset.read_split(path, num_classes=20)
+    assert [(e.stem, e.labels, e.line) for e in entries] == [
+        ("2007_000033", (0,), 1), ("2007_000187", (4, 14, 19), 2), ("2008_000009", (), 3)]
+
+
+def test_split_file_keeps_label_order_skips_blank_lines_and_collapses_repeats(tmp_path):
+    path = tmp_path / "split.txt"
+    path.write_text("000001 11 14\n\n000003 17 8 17\n000004\n", encoding="utf-8")
+    entries = dataset.read_split(str(path), num_classes=20)
+    assert entries == [SplitEntry("000001", (11, 14), 1), SplitEntry("000003", (17, 8), 3),
+                       SplitEntry("000004", (), 4)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a 1\nb one\n", "line 2: class id 'one' is not an integer"),
+    ("a 1\nb 2\nc 20\n", "line 3: class id 20 is outside [0, 20)"),
+    ("a -1\n", "line 1: class id -1 is outside"),
+    ("a 1\nb 2\na 3\n", "line 3: image 'a' is listed again (first on line 1)"),
+    ("../escape 1\n", "line 1: image stem '../escape'"),
+    ("/abs/path 1\n", "line 1: image stem '/abs/path'"),
+    ("\n\n", "lists no images"),
+])
+def test_malformed_split_lines_are_named_by_line(tmp_path, text, message):
+    path = tmp_path / "split.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SplitFormatError) as error:
+        dataset.read_split(str(path), num_classes=20)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def test_progress_of_an_interrupted_tag_file(tmp_path):
+    path = tmp_path / "tags.txt"
+    assert dataset.read_progress(str(path)) == ({}, False)
+    path.write_text("a 1\nb 2\na 3 4\nc 1", encoding="utf-8")  # killed while writing "c 1x"
+    tags, partial = dataset.read_progress(str(path), num_classes=20)
+    assert tags == {"a": (3, 4), "b": (2,)} and partial
+    path.write_text("a 1\n", encoding="utf-8")
+    assert dataset.read_progress(str(path)) == ({"a": (1,)}, False)
+
+
+def test_merge_puts_this_runs_images_first_and_keeps_the_others():
+    old = {"z": (1,), "b": (2,), "a": (3,)}
+    new = {"b": (9,), "c": (4,)}
+    merged = dataset.merge_in_order(["a", "b", "c", "d"], new, old)
+    assert list(merged.items()) == [("a", (3,)), ("b", (9,)), ("c", (4,)), ("z", (1,))]
+
+
+def test_scores_file_round_trip_ignores_a_broken_last_line(tmp_path):
+    path = str(tmp_path / "tags.txt.scores.jsonl")
+    dataset.write_scores(path, {"a": [0.25, 0.5], "b": [1.0, 0.0]})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"stem": "c", "scor')
+    assert dataset.read_scores(path) == {"a": [0.25, 0.5], "b": [1.0, 0.0]}
+    assert dataset.scores_path("out/tags.txt") == "out/tags.txt.scores.jsonl"
+
+
+def test_label_png_is_a_voc_palette_image_holding_the_ids(tmp_path):
+    path = str(tmp_path / "sub" / "mask.png")
+    mask = np.array([[0, 1, 8], [15, 20, 255]], dtype=np.uint16)
+    dataset.save_label_png(path, mask)
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        assert np.array_equal(np.asarray(image), mask)
+        assert np.array_equal(np.array(image.getpalette()[:3 * 21]).reshape(21, 3), palette(21))
+    assert np.array_equal(dataset.load_label_png(path), mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~dataset.current_umask()  # not mkstemp's 0600
+    with pytest.raises(ValueError, match="values in"):
+        dataset.save_label_png(path, np.array([[256]]))
+
+
+def test_colour_coded_masks_are_refused(tmp_path):
+    path = str(tmp_path / "rgb.png")
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(path)
+    with pytest.raises(ValueError, match="not a RGB image"):
+        dataset.load_label_png(path)
+
+
+def test_cams_file_loads_like_the_official_ones(tmp_path):
+    path = str(tmp_path / "img.npy")
+    cams = np.random.default_rng(0).random((2, 5, 7), dtype=np.float32)
+    dataset.save_cams(path, (3, 11), cams)
+    loaded = np.load(path, allow_pickle=True).item()
+    assert loaded["keys"].tolist() == [3, 11] and loaded["keys"].dtype == np.int64
+    assert loaded["cams"].dtype == np.float16 and loaded["cams"].shape == (2, 5, 7)
+    np.testing.assert_allclose(loaded["cams"], cams, atol=1e-3)
+    assert loaded["attn_highres"] is loaded["cams"]  # the official name, stored once
+    assert os.path.getsize(path) < cams.size * 2 + 1024
+
+
+def test_atomic_write_leaves_nothing_behind_when_writing_fails(tmp_path):
+    path = tmp_path / "out.png"
+
+    def broken(handle):
+        handle.write(b"half")
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        dataset.atomic_write(str(path), broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_done_skips_finished_items_unless_overwriting():
+    items = ["a", "b", "c"]
+    assert dataset.split_done(items, lambda s: s != "b", overwrite=False) == (["b"], 2)
+    assert dataset.split_done(items, lambda s: True, overwrite=True) == (items, 0)
+
+
+def test_segment_outputs_and_image_paths():
+    assert dataset.segment_outputs("out", "x", save_cams=False) == [os.path.join("out", "x.png")]
+    assert dataset.segment_outputs("out", "x", save_cams=True)[1] == os.path.join("out", "x.npy")
+    assert dataset.image_path("root", "2007_000033", ".jpg") == os.path.join("root", "2007_000033.jpg")
+    assert dataset.image_path("root", "a", "png") == os.path.join("root", "a.png")
+
+
+def test_images_with_the_same_stem_are_refused():
+    assert [e.stem for e in dataset.stems_of(["x/a.jpg", "y/b.png"])] == ["a", "b"]
+    with pytest.raises(ValueError, match="same name 'a'"):
+        dataset.stems_of(["x/a.jpg", "y/a.png"])
+
+
+def test_mask_class_limit():
+    dataset.check_mask_classes(254)
+    with pytest.raises(ValueError, match="at most 254 classes"):
+        dataset.check_mask_classes(255)
+
+
+def test_per_class_precision_recall_counts_by_hand():
+    predicted = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0]], dtype=bool)
+    labels = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0]])
+    result = dataset.per_class_precision_recall(predicted, labels)
+    # class 0: TP 1, FP 1, FN 1; class 1: TP 1, FP 1, FN 0; class 2: never predicted or present
+    np.testing.assert_allclose(result["P"], [0.5, 0.5, np.nan])
+    np.testing.assert_allclose(result["R"], [0.5, 1.0, np.nan])
+    np.testing.assert_allclose(result["F1"], [0.5, 2 / 3, np.nan])
+    assert dataset.label_matrix([SplitEntry("a", (2, 0))], 3).tolist() == [[1, 0, 1]]
