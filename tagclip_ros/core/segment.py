@@ -46,6 +46,10 @@ NORMALISE_EPSILON = 1e-7
 # one, then two more).
 SINKHORN_ROUNDS = 3
 
+# Tags whose gradients come out of one pass of the last block (on that many copies of it):
+# bounds memory, since each copy keeps its tokens² attention maps for the backward pass.
+TAGS_PER_PASS = 4
+
 
 @dataclass(frozen=True)
 class SegmentationSettings:
@@ -285,20 +289,27 @@ class ClipEsSegmenter:
         `normed` (1, tokens, width), given the block's input `x`: (tags, tokens, width).
 
         The official code runs the last block and one backward pass per tag. Batched, the
-        block runs once on `num_tags` copies of `normed` and tag t's probability is taken
-        from copy t; copies do not interact, so one backward pass of the sum leaves in copy
-        t exactly tag t's gradient. Unbatched (for checking): one forward, one backward per
+        block runs on copies of `normed` (TAGS_PER_PASS at a time) and tag t's probability is
+        taken from copy t; copies do not interact, so one backward pass of the sum leaves in
+        copy t exactly tag t's gradient. Unbatched (for checking): one forward, one backward per
         tag."""
         with torch.enable_grad():
             if batched:
-                leaf = normed.detach().repeat(num_tags, 1, 1).requires_grad_(True)
-                probabilities = self.image_probabilities(x.expand(num_tags, -1, -1), leaf, text)
-                (grads,) = torch.autograd.grad(probabilities.diagonal().sum(), leaf)
-                return grads
+                return torch.cat([self._copy_gradients(x, normed, text, range(start, min(
+                    start + TAGS_PER_PASS, num_tags))) for start in range(0, num_tags, TAGS_PER_PASS)])
             leaf = normed.detach().requires_grad_(True)
             probabilities = self.image_probabilities(x, leaf, text)[0]
             return torch.cat([torch.autograd.grad(probabilities[t], leaf, retain_graph=True)[0]
                               for t in range(num_tags)])
+
+    def _copy_gradients(self, x: torch.Tensor, normed: torch.Tensor, text: torch.Tensor,
+                        tags: range) -> torch.Tensor:
+        """Gradients for `tags` from one forward and backward pass over that many copies."""
+        leaf = normed.detach().repeat(len(tags), 1, 1).requires_grad_(True)
+        probabilities = self.image_probabilities(x.expand(len(tags), -1, -1), leaf, text)
+        chosen = probabilities[torch.arange(len(tags)), torch.tensor(list(tags))]
+        (grads,) = torch.autograd.grad(chosen.sum(), leaf)
+        return grads
 
     def image_probabilities(self, x: torch.Tensor, normed: torch.Tensor,
                             text: torch.Tensor) -> torch.Tensor:
