@@ -51,7 +51,7 @@ from tagclip_ros.core.loading import LoadedModel, from_model  # noqa: E402
 from tagclip_ros.core.prompts import resolve_templates  # noqa: E402
 from tagclip_ros.core.tagclip import Crop, TagResult  # noqa: E402
 from tagclip_ros.core.text import encode_names  # noqa: E402
-from tagclip_ros.core.vit import VisionTower  # noqa: E402
+from tagclip_ros.core.vit import AttentionHook, VisionTower  # noqa: E402
 
 LATENCY_LIMIT = 1.5     # classify ≤ this × floor
 TRUNCATE_SPEEDUP = 3.0  # truncated text encoding ≥ this × faster than full context
@@ -103,15 +103,15 @@ class LatencyRow:
 class TimedTagClip(TagClip):
     """TagClip that records how long the last image's coarse pass and CWR pass took."""
 
-    def classify(self, rgb: np.ndarray) -> TagResult:
+    def classify(self, rgb: np.ndarray, hook: AttentionHook | None = None) -> TagResult:
         self.stages = {"coarse": 0.0, "cwr": 0.0}
-        return super().classify(rgb)
+        return super().classify(rgb, hook)
 
-    def coarse_scores(self, pixels: torch.Tensor,
-                      text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def coarse_scores(self, pixels: torch.Tensor, text: torch.Tensor,
+                      hook: AttentionHook | None = None) -> tuple[torch.Tensor, ...]:
         start = time.perf_counter()
         try:
-            return super().coarse_scores(pixels, text)
+            return super().coarse_scores(pixels, text, hook)
         finally:
             self.stages["coarse"] += time.perf_counter() - start
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .image import model_input_size
 from .loading import LoadedModel
-from .segment import ClipEsSegmenter, Segmentation, SegmentationSettings, dmar_segment
+from .segment import ClipEsSegmenter, Segmentation, SegmentationSettings, Trunk, dmar_segment
 from .tagclip import TagClip, TagClipSettings, TagResult
 from .text import TextFeatureCache
 from .vocab import Vocabulary
@@ -59,16 +60,26 @@ class Perception:
             self.segmenter.settings = dataclasses.replace(self.segmenter.settings,
                                                           background_power=background_power)
 
+    def _shares_trunk(self, rgb: np.ndarray, segmentation: str | None) -> bool:
+        """Whether CLIP-ES can reuse TagCLIP's pass through blocks 1..11 for this image."""
+        if segmentation != "clipes":
+            return False
+        patch = self.tagger.loaded.patch_size
+        size = model_input_size(rgb.shape[0], rgb.shape[1], patch)
+        return self.segmenter.shares_trunk(self.tagger.loaded, (size[0] // patch, size[1] // patch))
+
     def run(self, rgb: np.ndarray, segmentation: str | None = "clipes") -> Perceived:
         """Tags for `rgb`, and a label mask by `segmentation` (clipes, dmar, or None for none)."""
         if segmentation not in (None, *SEGMENTATION_METHODS):
             raise ValueError(f"segmentation method {segmentation!r} is not one of "
                              f"{', '.join(SEGMENTATION_METHODS)}")
         start = time.perf_counter()
-        result = self.tagger.classify(rgb)
+        recorder = self.segmenter.trunk_recorder() if self._shares_trunk(rgb, segmentation) else None
+        result = self.tagger.classify(rgb, recorder)
         segmented = None
         if segmentation == "clipes":
-            segmented = self.segmenter.segment(rgb, [t.index for t in result.tags])
+            trunk = Trunk(result.last_block_input, recorder) if recorder else None
+            segmented = self.segmenter.segment(rgb, [t.index for t in result.tags], trunk)
         elif segmentation == "dmar":
             segmented = dmar_segment(result, rgb.shape[:2], self.segmenter.settings)
         return Perceived(result, segmented, time.perf_counter() - start)

@@ -75,6 +75,15 @@ class SegmentationSettings:
 
 
 @dataclass
+class Trunk:
+    """Blocks 1..11 of a pass over an image, as CLIP-ES needs them: the residual stream
+    entering the last block and the attention collected by `ClipEsSegmenter.trunk_recorder`."""
+
+    last_block_input: torch.Tensor  # (1, tokens, width)
+    attention: AttentionVote
+
+
+@dataclass
 class Segmentation:
     """Per-tag maps and the label mask of one image."""
 
@@ -249,9 +258,12 @@ class ClipEsSegmenter:
     def vocabulary(self) -> Vocabulary:
         return self._vocab_state[0]
 
-    def segment(self, rgb: np.ndarray, class_indices: Sequence[int]) -> Segmentation:
+    def segment(self, rgb: np.ndarray, class_indices: Sequence[int],
+                trunk: Trunk | None = None) -> Segmentation:
         """Refined CAMs and the label mask of an RGB uint8 image (H, W, 3) for the classes
         `class_indices` (vocabulary indices, e.g. the `Tag.index` of TagCLIP's tags).
+        `trunk`, from `trunk_recorder` and a TagCLIP pass over the same image, saves the
+        forward pass through blocks 1..11 when `shares_trunk` allows it.
 
         An empty list is a ValueError: there is nothing to segment."""
         with self._lock:
@@ -260,24 +272,39 @@ class ClipEsSegmenter:
         pixels = prepare_image(rgb, self.loaded.patch_size).to(self.loaded.device)
         grid = (pixels.shape[-2] // self.loaded.patch_size, pixels.shape[-1] // self.loaded.patch_size)
         text = torch.cat([foreground[indices], background])
-        cams, attention = self.grad_cams(pixels, text, len(indices))
+        cams, attention = self.grad_cams(pixels, text, len(indices), trunk=trunk)
         refined = refine_cams(cams, class_aware_affinity(attention), grid, self.settings.box_threshold)
         maps = upsample_maps(normalise_rows(refined), grid, rgb.shape[:2])
         return Segmentation(indices, maps, label_mask(maps, indices, self.settings.background_power))
 
+    def trunk_recorder(self) -> AttentionVote:
+        """An attention hook collecting what CLIP-ES needs from another pass's blocks."""
+        # DMAR's collector also counts votes; CLIP-ES uses the plain mean (min_votes=0 below).
+        return AttentionVote(len(self.vision.blocks), self.settings.affinity_start)
+
+    def shares_trunk(self, loaded: LoadedModel, grid: tuple[int, int]) -> bool:
+        """Whether blocks 1..11 of a pass by `loaded` on a `grid` image compute exactly what
+        CLIP-ES would: same weights (not a float16-rounded copy) and the same positional
+        table (CLIP-ES always resamples and rounds it; TagCLIP only off the 14×14 grid)."""
+        return loaded is self.loaded and torch.equal(
+            self.vision.positional_embedding(*grid), self.vision.positional_embedding(*grid, True))
+
     def grad_cams(self, pixels: torch.Tensor, text: torch.Tensor, num_tags: int,
-                  batched: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                  batched: bool = True, trunk: Trunk | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Grad-CAMs (tags, patches) of the first `num_tags` rows of `text`, and the mean
         attention among patches of the affinity blocks (patches, patches).
 
-        Blocks before the last run once, without gradients; only the last block is ever
-        differentiated (see `tag_gradients`)."""
+        Blocks before the last run once, without gradients (or not at all, given a `trunk`);
+        only the last block is ever differentiated (see `tag_gradients`)."""
         last = len(self.vision.blocks) - 1
-        # DMAR's collector also counts votes; CLIP-ES uses the plain mean (min_votes=0 below).
-        attention = AttentionVote(last + 1, self.settings.affinity_start)
+        if trunk is None:
+            attention = self.trunk_recorder()
+            with torch.no_grad():
+                x = self.vision.run_blocks(self.vision.embed(pixels, always_resample=True),
+                                           range(last), attention)
+        else:
+            x, attention = trunk.last_block_input, trunk.attention
         with torch.no_grad():
-            x = self.vision.embed(pixels, always_resample=True)
-            x = self.vision.run_blocks(x, range(last), attention)
             normed = self.vision.blocks[last].ln_1(x)
         gradients = self.tag_gradients(x, normed, text, num_tags, batched)
         cams = grad_cam(normed[0, 1:].float(), gradients[:, 1:].float())

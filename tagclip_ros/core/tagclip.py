@@ -18,7 +18,7 @@ from .boxes import box_mask, contour_boxes
 from .image import prepare_image
 from .loading import LoadedModel
 from .text import TextFeatureCache, default_cache_dir
-from .vit import VisionTower
+from .vit import AttentionHook, VisionTower, self_only_mask
 from .vocab import Vocabulary
 
 # Logit added where the class token of a CWR crop may not look (the official value).
@@ -68,6 +68,7 @@ class TagResult:
     tags: list[Tag]           # classes above the relative threshold, best first
     refined: torch.Tensor = field(repr=False)  # DMAR map (patches, all classes)
     grid: tuple[int, int] = (0, 0)             # patch grid (rows, cols)
+    last_block_input: torch.Tensor | None = field(default=None, repr=False)  # (1, tokens, width)
 
 
 def relative_threshold_tags(scores: np.ndarray, labels: tuple[str, ...], factor: float) -> list[Tag]:
@@ -171,13 +172,14 @@ class TagClip:
         return self._vocab_state[0]
 
     @torch.no_grad()
-    def classify(self, rgb: np.ndarray) -> TagResult:
-        """Tags and per-class scores for an RGB uint8 image (H, W, 3)."""
+    def classify(self, rgb: np.ndarray, hook: AttentionHook | None = None) -> TagResult:
+        """Tags and per-class scores for an RGB uint8 image (H, W, 3). `hook` also sees every
+        block's attention (so CLIP-ES can reuse this forward pass)."""
         with self._lock:
             vocabulary, text = self._vocab_state
         pixels = prepare_image(rgb, self.loaded.patch_size).to(self.loaded.device)
         grid = (pixels.shape[-2] // self.loaded.patch_size, pixels.shape[-1] // self.loaded.patch_size)
-        coarse, affinity = self.coarse_scores(pixels, text)
+        coarse, affinity, trunk = self.coarse_scores(pixels, text, hook)
         refined = dmar(coarse, affinity, grid)
         num_classes = len(vocabulary.classes)
         local = refined[:, :num_classes].max(dim=0).values
@@ -190,14 +192,20 @@ class TagClip:
                 final[crop.index] = (1 - w) * final[crop.index] + w * score
         scores = final.float().cpu().numpy()
         tags = relative_threshold_tags(scores, vocabulary.classes, self.settings.tag_threshold)
-        return TagResult(vocabulary, scores, local.float().cpu().numpy(), tags, refined, grid)
+        return TagResult(vocabulary, scores, local.float().cpu().numpy(), tags, refined, grid, trunk)
 
-    def coarse_scores(self, pixels: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-patch class probabilities (patches, classes) and the DMAR affinity (patches²)."""
+    def coarse_scores(self, pixels: torch.Tensor, text: torch.Tensor,
+                      hook: AttentionHook | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-patch class probabilities (patches, classes), the DMAR affinity (patches²), and
+        the residual stream entering the last block (1, tokens, width)."""
         vote = AttentionVote(len(self.vision.blocks), self.settings.affinity_start)
-        tokens = self.vision.forward(pixels, self_only_last=True, hook=vote)[0].float()
+        both = vote if hook is None else (lambda i, a: (vote(i, a), hook(i, a)))
+        last = len(self.vision.blocks) - 1
+        trunk = self.vision.run_blocks(self.vision.embed(pixels), range(last), both)
+        mask = self_only_mask(trunk.shape[1], trunk.device)
+        tokens = self.vision.project(self.vision.block(last, trunk, mask, both))[0].float()
         probs = self.class_probabilities(tokens[1:], text)
-        return probs, vote.affinity(self.settings.vote_min_layers)
+        return probs, vote.affinity(self.settings.vote_min_layers), trunk
 
     def class_probabilities(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Softmax over classes of CLIP's scaled cosine similarity, one row per feature."""

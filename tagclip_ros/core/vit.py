@@ -114,16 +114,11 @@ class VisionTower:
         return self.visual.ln_post(x) @ self.visual.proj
 
     def forward(self, pixels: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                self_only_last: bool = False, hook: AttentionHook | None = None) -> torch.Tensor:
-        """All tokens projected to the joint space. `attn_mask` applies in every block;
-        `self_only_last` makes the last block's tokens attend (almost) only to themselves."""
+                hook: AttentionHook | None = None) -> torch.Tensor:
+        """All tokens projected to the joint space; `attn_mask` applies in every block."""
         x = self.embed(pixels)
-        last = len(self.blocks) - 1
         for index in range(len(self.blocks)):
-            mask = attn_mask
-            if index == last and self_only_last:
-                mask = self_only_mask(x.shape[1], x.device)
-            x = self.block(index, x, mask, hook)
+            x = self.block(index, x, attn_mask, hook)
         return self.project(x)
 
 

@@ -1,6 +1,7 @@
 """Classify-then-segment against the official CLIP-ES output, and exact properties of its parts."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -10,7 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tagclip_ros.core import Vocabulary, load_vocabulary, read_image
+from tagclip_ros.core import TextFeatureCache, Vocabulary, load_vocabulary, read_image
+from tagclip_ros.core.loading import LoadedModel
+from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.core.boxes import box_mask, contour_boxes
 from tagclip_ros.core.image import prepare_image
 from tagclip_ros.core.segment import (
@@ -181,3 +184,23 @@ def test_vocabulary_change_applies_to_next_image(loaded, text_cache):
     assert set(np.unique(result.mask)) <= {0, 1, 3}
     with pytest.raises(ValueError, match="outside the vocabulary"):
         segmenter.segment(rgb, [3])
+
+
+def test_clipes_reuses_tagclips_trunk_exactly_when_weights_allow(loaded):
+    """With float16-exact weights (as OpenAI's are) CLIP-ES computes with the same model, so
+    Perception hands it TagCLIP's blocks 1..11 instead of running them again: same masks,
+    bit for bit. The float32 fixture gets a rounded copy, so nothing is shared there."""
+    model = copy.deepcopy(loaded.model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.half().float())
+    exact = LoadedModel(model, loaded.device, loaded.dtype, loaded.weights_id + "-fp16", "fp16-exact")
+    perception = Perception(exact, load_vocabulary("voc"), text_cache=TextFeatureCache(exact, None))
+    rgb = read_image(os.path.join(IMAGES, "rocket.jpg"))
+    assert perception._shares_trunk(rgb, "clipes")
+    shared = perception.run(rgb, "clipes").segmentation
+    alone = perception.segmenter.segment(rgb, shared.class_indices)
+    np.testing.assert_array_equal(shared.cams, alone.cams)
+    np.testing.assert_array_equal(shared.mask, alone.mask)
+    fixture = Perception(loaded, load_vocabulary("voc"), text_cache=TextFeatureCache(loaded, None))
+    assert not fixture._shares_trunk(rgb, "clipes")
