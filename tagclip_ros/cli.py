@@ -109,7 +109,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             result = classifier.classify(read_image(path))
         except ImageError as exc:
             failed += 1
-            tqdm.write(f"skipping {exc}", file=sys.stderr)
+            report(f"skipping {exc}")
             continue
         tags = ", ".join(f"{t.label} {t.score:.4f}" for t in result.tags)
         tqdm.write(f"{path}: {tags}")
@@ -118,9 +118,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"classes": list(classifier.vocabulary.classes), "results": results}, f, indent=1)
-    if failed:
-        print(f"{failed} of {len(images)} images could not be read", file=sys.stderr)
-    return EXIT_SOME_FAILED if failed else 0
+    return finish(failed, len(images))
 
 
 # ---------------------------------------------------------------------------------------------
