@@ -17,7 +17,7 @@ from typing import TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from .core import (ImageError, LoadedModel, TagClip, TagClipSettings, TextFeatureCache,
+from .core import (ImageError, LoadedModel, TagClip, TagClipSettings, TagResult, TextFeatureCache,
                    Vocabulary, WeightsError, default_cache_dir, load_model, load_vocabulary,
                    read_image)
 from .core import dataset, metrics
@@ -100,17 +100,25 @@ def finish(failed: int, total: int, what: str = "could not be read") -> int:
     return EXIT_SOME_FAILED if failed else 0
 
 
+def classify_each(classifier: TagClip, items: Sequence[T], path_of: Callable[[T], str], what: str,
+                  failures: list[str]) -> Iterator[tuple[T, TagResult]]:
+    """(item, TagCLIP result) for every item whose image reads; the others are reported,
+    skipped and added to `failures`."""
+    for item in progress(items, what):
+        try:
+            result = classifier.classify(read_image(path_of(item)))
+        except ImageError as exc:
+            failures.append(str(exc))
+            report(f"skipping {exc}")
+            continue
+        yield item, result
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     classifier = build_classifier(args)
     images = expand_images(args.images)
-    results, failed = [], 0
-    for path in progress(images, "classify"):
-        try:
-            result = classifier.classify(read_image(path))
-        except ImageError as exc:
-            failed += 1
-            report(f"skipping {exc}")
-            continue
+    results, failures = [], []
+    for path, result in classify_each(classifier, images, str, "classify", failures):
         tags = ", ".join(f"{t.label} {t.score:.4f}" for t in result.tags)
         tqdm.write(f"{path}: {tags}")
         results.append({"image": path, "scores": [float(s) for s in result.scores],
@@ -118,7 +126,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"classes": list(classifier.vocabulary.classes), "results": results}, f, indent=1)
-    return finish(failed, len(images))
+    return finish(len(failures), len(images))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,21 +167,15 @@ def tag_images(classifier: TagClip, todo: list[tuple[SplitEntry, str]], out: str
                tags: dict, scores: dict) -> int:
     """Tag each image, appending its line to the tag file (and its scores beside it) as soon
     as it is done; fills `tags` and `scores`, returns how many images failed."""
-    failed = 0
+    failures: list[str] = []
     with open(out, "a", encoding="utf-8") as tag_file, \
             open(dataset.scores_path(out), "a", encoding="utf-8") as score_file:
-        for entry, path in progress(todo, "tag"):
-            try:
-                result = classifier.classify(read_image(path))
-            except ImageError as exc:
-                failed += 1
-                report(f"skipping {exc}")
-                continue
+        for (entry, _), result in classify_each(classifier, todo, lambda item: item[1], "tag", failures):
             ids = sorted(t.index for t in result.tags)
             dataset.append_line(tag_file, dataset.format_tag_line(entry.stem, ids))
             dataset.append_line(score_file, dataset.scores_line(entry.stem, result.scores))
             tags[entry.stem], scores[entry.stem] = tuple(ids), list(map(float, result.scores))
-    return failed
+    return len(failures)
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
