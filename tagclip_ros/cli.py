@@ -218,7 +218,7 @@ def evaluate_tags(entries: list[SplitEntry], scores: dict, vocabulary: Vocabular
     official = metrics.mean_average_precision(matrix, labels, empty="zero")
     present = metrics.mean_average_precision(matrix, labels, empty="skip")
     f1, precision, recall = metrics.f1_precision_recall(matrix, labels, factor)
-    per_class = dataset.per_class_precision_recall(
+    per_class = metrics.per_class_precision_recall(
         metrics.relative_threshold_predictions(matrix, factor), labels)
     print(metrics.format_table(vocabulary.classes, {"AP": ap, **per_class},
                                {"AP": official, "F1": f1, "P": precision, "R": recall}))

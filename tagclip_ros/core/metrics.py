@@ -216,3 +216,16 @@ def format_table(names: Sequence[str], values: Mapping[str, np.ndarray],
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def per_class_precision_recall(predicted: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class F1, precision and recall of boolean predictions against 0/1 labels (images,
+    classes); NaN where a ratio has no denominator (class never predicted / never present)."""
+    positive = np.asarray(labels) > 0
+    tp = (predicted & positive).sum(axis=0).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = tp / predicted.sum(axis=0)
+        recall = tp / positive.sum(axis=0)
+        f1 = np.where(tp > 0, 2 * precision * recall / (precision + recall), np.nan)
+    f1 = np.where((tp == 0) & (predicted.sum(axis=0) + positive.sum(axis=0) > 0), 0.0, f1)
+    return {"F1": f1, "P": precision, "R": recall}

@@ -8,6 +8,7 @@ import pytest
 
 from tagclip_ros.core.metrics import (
     ConfusionMatrix, average_precision, f1_precision_recall, format_table, mean_average_precision,
+    per_class_precision_recall,
     relative_threshold_predictions,
 )
 
@@ -248,3 +249,14 @@ def test_format_table_uses_given_means():
 def test_format_table_rejects_wrong_column_length():
     with pytest.raises(ValueError, match="has 3 values for 2 class names"):
         format_table(["cat", "dog"], {"AP": np.zeros(3)})
+
+
+def test_per_class_precision_recall_counts_by_hand():
+    predicted = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0]], dtype=bool)
+    labels = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0]])
+    result = per_class_precision_recall(predicted, labels)
+    # class 0: TP 1, FP 1, FN 1; class 1: TP 1, FP 1, FN 0; class 2: never predicted or present
+    np.testing.assert_allclose(result["P"], [0.5, 0.5, np.nan])
+    np.testing.assert_allclose(result["R"], [0.5, 1.0, np.nan])
+    np.testing.assert_allclose(result["F1"], [0.5, 2 / 3, np.nan])
+
