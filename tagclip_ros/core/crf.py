@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .segment import mask_values, with_background
+
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
 UNARY_CLIP = 1e-5
 
@@ -110,8 +112,5 @@ def crf_label_mask(rgb: np.ndarray, cams: np.ndarray, class_indices: list[int],
 
     The official script reads the CAMs back from float16 files and builds the probabilities
     and the unary in float16, so that is done here too (it decides near-ties)."""
-    cams = np.asarray(cams, dtype=np.float16)
-    background = np.power(1 - cams.max(axis=0, initial=0), float(background_power))
-    winner = crf_refine(rgb, np.concatenate([background[None], cams]), settings)
-    values = np.array([0] + [int(i) + 1 for i in class_indices], dtype=np.uint16)
-    return values[winner]
+    scores = with_background(np.asarray(cams, dtype=np.float16), background_power)
+    return mask_values(crf_refine(rgb, scores, settings), class_indices)

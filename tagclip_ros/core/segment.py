@@ -100,8 +100,19 @@ def label_mask(cams: np.ndarray, class_indices: Sequence[int], background_power:
     if cams.ndim != 3 or cams.shape[0] != len(class_indices):
         raise ValueError(f"cams of shape {cams.shape} do not hold one map per class "
                          f"({len(class_indices)} classes)")
-    background = np.power(1.0 - cams.max(axis=0, initial=0.0), np.float32(background_power))
-    winner = np.argmax(np.concatenate([background[None], cams]), axis=0)
+    winner = np.argmax(with_background(cams, background_power), axis=0)
+    return mask_values(winner, class_indices)
+
+
+def with_background(cams: np.ndarray, background_power: float) -> np.ndarray:
+    """[background, tags] scores (tags + 1, H, W) in the dtype of `cams`, the background
+    being (1 − max over tags) ** background_power."""
+    background = np.power(1 - cams.max(axis=0, initial=0), float(background_power))
+    return np.concatenate([background[None].astype(cams.dtype), cams])
+
+
+def mask_values(winner: np.ndarray, class_indices: Sequence[int]) -> np.ndarray:
+    """Label mask (uint16) from indices into [background, tags]: 0, or the tag's index + 1."""
     values = np.array([0] + [int(i) + 1 for i in class_indices], dtype=np.uint16)
     return values[winner]
 
