@@ -100,18 +100,25 @@ def finish(failed: int, total: int, what: str = "could not be read") -> int:
     return EXIT_SOME_FAILED if failed else 0
 
 
-def classify_each(classifier: TagClip, items: Sequence[T], path_of: Callable[[T], str], what: str,
-                  failures: list[str]) -> Iterator[tuple[T, TagResult]]:
-    """(item, TagCLIP result) for every item whose image reads; the others are reported,
-    skipped and added to `failures`."""
+def read_each(items: Sequence[T], path_of: Callable[[T], str], what: str,
+              failures: list[str]) -> Iterator[tuple[T, np.ndarray]]:
+    """(item, RGB image) for every item whose image reads, with a progress bar; the others
+    are reported, skipped and added to `failures`."""
     for item in progress(items, what):
         try:
-            result = classifier.classify(read_image(path_of(item)))
+            rgb = read_image(path_of(item))
         except ImageError as exc:
             failures.append(str(exc))
             report(f"skipping {exc}")
             continue
-        yield item, result
+        yield item, rgb
+
+
+def classify_each(classifier: TagClip, items: Sequence[T], path_of: Callable[[T], str], what: str,
+                  failures: list[str]) -> Iterator[tuple[T, TagResult]]:
+    """(item, TagCLIP result) for every item whose image reads (see `read_each`)."""
+    for item, rgb in read_each(items, path_of, what, failures):
+        yield item, classifier.classify(rgb)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -284,14 +291,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     report_skipped(skipped, len(entries), args.out)
     settings = SegmentationSettings()
     segmenter = build_segmenter(args, vocabulary, settings) if todo else None
-    failed = 0
-    for entry in progress(todo, "segment"):
-        try:
-            rgb = read_image(dataset.image_path(args.img_root, entry.stem, args.ext))
-        except ImageError as exc:
-            failed += 1
-            report(f"skipping {exc}")
-            continue
+    failures: list[str] = []
+    for entry, rgb in read_each(todo, lambda e: dataset.image_path(args.img_root, e.stem, args.ext),
+                                "segment", failures):
         if not entry.labels:
             report(f"{entry.stem}: no tags on line {entry.line}; writing an all-background mask")
         mask, cams = segment_image(rgb, list(entry.labels), segmenter, args, settings)
@@ -299,8 +301,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if args.save_cams:
             dataset.save_cams(paths[1], entry.labels, cams)
         dataset.save_label_png(paths[0], mask)
-    print(f"{args.out}: segmented {len(todo) - failed} images, {skipped} already done")
-    return finish(failed, len(entries))
+    print(f"{args.out}: segmented {len(todo) - len(failures)} images, {skipped} already done")
+    return finish(len(failures), len(entries))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,20 +372,15 @@ def cmd_overlay(args: argparse.Namespace) -> int:
     loaded, cache = load_model_from(args)
     perception = Perception(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold),
                             text_cache=cache)
-    failed = 0
-    for path, entry in progress(list(zip(images, stems)), "overlay"):
-        try:
-            rgb = read_image(path)
-        except ImageError as exc:
-            failed += 1
-            report(f"skipping {exc}")
-            continue
+    failures: list[str] = []
+    for (path, entry), rgb in read_each(list(zip(images, stems)), lambda item: item[0],
+                                        "overlay", failures):
         perceived = perception.run(rgb, args.method)
         captions = [(t.class_id, f"{t.label} {t.score:.2f}") for t in perceived.tags.tags]
         out = os.path.join(args.out, f"{entry.stem}_overlay.png")
         dataset.save_rgb_png(out, render_overlay(rgb, perceived.segmentation.mask, captions))
         tqdm.write(f"{path}: {', '.join(c for _, c in captions)} -> {out}")
-    return finish(failed, len(images))
+    return finish(len(failures), len(images))
 
 
 # ---------------------------------------------------------------------------------------------
