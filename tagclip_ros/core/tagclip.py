@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .boxes import box_mask, contour_boxes
 from .image import prepare_image
 from .loading import LoadedModel
+from .reduce import flat_mean, row_means
 from .text import TextFeatureCache, default_cache_dir
 from .vit import AttentionHook, VisionTower, self_only_mask
 from .vocab import Vocabulary
@@ -92,7 +93,7 @@ class AttentionVote:
 
     def __call__(self, index: int, attention: torch.Tensor) -> None:
         patches = attention[0, 1:, 1:].float()
-        above = patches > patches.mean()
+        above = patches > flat_mean(patches)
         self.votes = above.to(torch.uint8) if self.votes is None else self.votes + above
         if index in self.affinity_blocks:
             self.affinity_sum = patches if self.affinity_sum is None else self.affinity_sum + patches
@@ -114,7 +115,7 @@ def dmar(coarse: torch.Tensor, affinity: torch.Tensor, grid: tuple[int, int]) ->
     a box mask around its high-scoring region."""
     refined = affinity @ coarse
     normalised = min_max(refined)
-    means = normalised.mean(dim=0).cpu().numpy()
+    means = row_means(normalised.T).cpu().numpy()  # each class's mean, as the official sums it
     normalised = normalised.cpu().numpy().reshape(grid[0], grid[1], -1)
     masks = np.ones((refined.shape[0], refined.shape[1]), dtype=np.float32)
     for c in np.flatnonzero(np.isfinite(means)):  # a constant column has no region: unmasked
