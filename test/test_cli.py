@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tagclip_ros.core import metrics
+from tagclip_ros.core.segment import label_mask
 
 from .conftest import IMAGES, WEIGHTS, reference_scores
 
@@ -194,6 +195,7 @@ def test_segment_reproduces_reference_masks_and_cams_and_resumes(tmp_path, text_
         cams = np.load(out / f"{stem}.npy", allow_pickle=True).item()
         expected = np.load(os.path.join(CLIPES, f"{stem}_cams.npy"), allow_pickle=True).item()
         assert cams["keys"].tolist() == ids and cams["cams"].dtype == np.float16
+        np.testing.assert_array_equal(mask, label_mask(cams["cams"], ids, 1.0))  # the official rule
         assert cams["cams"].shape == expected["attn_highres"].shape
         np.testing.assert_allclose(cams["cams"].astype(np.float32),
                                    expected["attn_highres"].astype(np.float32),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .segment import mask_values, with_background
+from .segment import CAM_STORAGE_DTYPE, mask_values, with_background
 
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
 UNARY_CLIP = 1e-5
@@ -112,5 +112,5 @@ def crf_label_mask(rgb: np.ndarray, cams: np.ndarray, class_indices: list[int],
 
     The official script reads the CAMs back from float16 files and builds the probabilities
     and the unary in float16, so that is done here too (it decides near-ties)."""
-    scores = with_background(np.asarray(cams, dtype=np.float16), background_power)
+    scores = with_background(np.asarray(cams, dtype=CAM_STORAGE_DTYPE), background_power)
     return mask_values(crf_refine(rgb, scores, settings), class_indices)

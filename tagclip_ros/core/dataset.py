@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .overlay import palette
+from .segment import CAM_STORAGE_DTYPE
 
 IGNORE_LABEL = 255
 MAX_MASK_CLASSES = IGNORE_LABEL - 1  # ids 1..254 fit an 8-bit mask beside background and ignore
@@ -246,7 +247,7 @@ def save_cams(path: str, class_ids: Sequence[int], cams: np.ndarray) -> None:
     `keys` (int64 class ids) and the maps as float16 under `cams` and also under the official
     name `attn_highres` (the same array: pickle stores it once), so CLIP-ES's own evaluation
     scripts read these files too."""
-    maps = np.asarray(cams, dtype=np.float16)
+    maps = np.asarray(cams, dtype=CAM_STORAGE_DTYPE)
     record = {"keys": np.asarray(class_ids, dtype=np.int64), "cams": maps, "attn_highres": maps}
     atomic_write(path, lambda f: np.save(f, record, allow_pickle=True))
 

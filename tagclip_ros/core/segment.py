@@ -46,6 +46,10 @@ NORMALISE_EPSILON = 1e-7
 # one, then two more).
 SINKHORN_ROUNDS = 3
 
+# The precision the official pipeline stores refined CAMs in (`attn_highres`), and in which its
+# evaluation takes the label mask's argmax.
+CAM_STORAGE_DTYPE = np.float16
+
 # Tags whose gradients come out of one pass of the last block (on that many copies of it):
 # bounds memory, since each copy keeps its tokens² attention maps for the backward pass.
 TAGS_PER_PASS = 4
@@ -93,15 +97,20 @@ class Segmentation:
 
 
 def label_mask(cams: np.ndarray, class_indices: Sequence[int], background_power: float) -> np.ndarray:
-    """Label mask from per-tag maps (tags, H, W) in [0, 1]: the background scores
-    (1 − max over tags) ** background_power, each pixel takes the best of [background, tags]
-    (background on ties), and is 0 for background or the winning tag's index + 1."""
-    cams = np.asarray(cams, dtype=np.float32)
+    """Label mask from per-tag maps (tags, H, W) in [0, 1], by the paper's evaluation rule
+    (CLIP-ES `eval_cam.py` over the float16 maps the official pipeline stores): the maps are
+    rounded to CAM_STORAGE_DTYPE, the background scores (1 − max over tags) ** background_power
+    in that precision, and each pixel takes the best of [background, tags in ascending class
+    order], ties going to the first. The value is 0 for background, else the class index + 1.
+    Rounding decides near-ties: two tags with near-identical maps split many pixels otherwise."""
+    cams = np.asarray(cams)
     if cams.ndim != 3 or cams.shape[0] != len(class_indices):
         raise ValueError(f"cams of shape {cams.shape} do not hold one map per class "
                          f"({len(class_indices)} classes)")
-    winner = np.argmax(with_background(cams, background_power), axis=0)
-    return mask_values(winner, class_indices)
+    order = np.argsort(np.asarray(class_indices, dtype=np.int64), kind="stable")
+    stored = cams[order].astype(CAM_STORAGE_DTYPE)
+    winner = np.argmax(with_background(stored, background_power), axis=0)
+    return mask_values(winner, [class_indices[i] for i in order])
 
 
 def with_background(cams: np.ndarray, background_power: float) -> np.ndarray:
@@ -150,15 +159,30 @@ def check_class_indices(class_indices: Sequence[int], num_classes: int) -> list[
     return indices
 
 
-def grad_cam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+def grad_cam(activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Grad-CAM per tag on the patch tokens: channel weights are the gradients averaged over
     patches, the CAM is the ReLU of the weighted channel sum, min-max normalised (twice, as
     the official GradCAM does once per layer and once after aggregating its one layer).
 
+    Both sums are taken by numpy over (1, channels, rows, cols) views of the token-major
+    buffers, the layout the official code hands to numpy, so they add in its order: the CAM
+    is thresholded for CLIP-ES's boxes, where the order of a float32 sum can decide a box.
+
     activations: (patches, channels); gradients: (tags, patches, channels) → (tags, patches)."""
-    weights = gradients.mean(dim=1)
-    cams = (weights @ activations.T).clamp_min(0)
+    acts = _channels_first(activations, grid)
+    cams = []
+    for tag_gradients in gradients:
+        weights = np.mean(_channels_first(tag_gradients, grid), axis=(2, 3))
+        cams.append((weights[:, :, None, None] * acts).sum(axis=1).reshape(-1))
+    cams = torch.from_numpy(np.maximum(np.stack(cams), 0)).to(activations.device)
     return normalise_rows(normalise_rows(cams))
+
+
+def _channels_first(tokens: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """(patches, channels) float32 as a (1, channels, rows, cols) numpy view (no copy of the
+    token-major memory, as CLIP-ES's reshape_transform leaves it)."""
+    array = tokens.detach().float().cpu().numpy()
+    return array.reshape(1, grid[0], grid[1], -1).transpose(0, 3, 1, 2)
 
 
 def class_aware_affinity(attention: torch.Tensor) -> torch.Tensor:
@@ -308,6 +332,8 @@ class ClipEsSegmenter:
         Blocks before the last run once, without gradients (or not at all, given a `trunk`);
         only the last block is ever differentiated (see `tag_gradients`)."""
         last = len(self.vision.blocks) - 1
+        patch = self.loaded.patch_size
+        grid = (pixels.shape[-2] // patch, pixels.shape[-1] // patch)
         if trunk is None:
             attention = self.trunk_recorder()
             with torch.no_grad():
@@ -318,7 +344,7 @@ class ClipEsSegmenter:
         with torch.no_grad():
             normed = self.vision.blocks[last].ln_1(x)
         gradients = self.tag_gradients(x, normed, text, num_tags, batched)
-        cams = grad_cam(normed[0, 1:].float(), gradients[:, 1:].float())
+        cams = grad_cam(normed[0, 1:], gradients[:, 1:], grid)
         return cams, attention.affinity(min_votes=0)
 
     def tag_gradients(self, x: torch.Tensor, normed: torch.Tensor, text: torch.Tensor,

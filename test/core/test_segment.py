@@ -18,12 +18,13 @@ from tagclip_ros.core.boxes import box_mask, contour_boxes
 from tagclip_ros.core.image import prepare_image
 from tagclip_ros.core.segment import (
     CLIPES_BACKGROUND, ClipEsSegmenter, SegmentationSettings, background_names, clipes_model,
-    dmar_segment, label_mask,
+    dmar_segment, grad_cam, label_mask,
 )
 
 from ..conftest import IMAGES, REFERENCE
 
 CLIPES = os.path.join(REFERENCE, "clipes")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
 CAM_TOLERANCE = 1e-2
 MASK_AGREEMENT = 0.995
 
@@ -71,6 +72,16 @@ def test_batched_gradients_equal_one_backward_per_tag(segmenter):
     assert batched_cams.shape == (len(class_indices), pixels.shape[-2] * pixels.shape[-1] // 256)
     torch.testing.assert_close(batched_cams, per_tag_cams, rtol=0, atol=1e-5)
     torch.testing.assert_close(batched_attention, per_tag_attention, rtol=0, atol=0)
+
+
+def test_grad_cam_sums_in_the_official_order():
+    """From the official run's own ln_1 output and gradients, `grad_cam` returns the official
+    CAMs bit for bit (a matmul-and-mean order differs by ~5e-7, enough to move a box edge)."""
+    recorded = np.load(os.path.join(FIXTURES, "clipes_gradcam_chelsea.npz"))
+    expected = recorded["grayscale_cam"]
+    cams = grad_cam(torch.from_numpy(recorded["ln1_out"][1:]),
+                    torch.from_numpy(recorded["ln1_grad"][:, 1:]), expected.shape[1:])
+    np.testing.assert_array_equal(cams.numpy().reshape(expected.shape), expected)
 
 
 def test_gradients_of_each_tag_equal_a_separate_backward(segmenter):
@@ -123,6 +134,37 @@ def test_label_mask_follows_the_official_evaluation():
     np.testing.assert_array_equal(label_mask(cams, [4, 11], 3.0), [[5, 5, 12, 0]])
     with pytest.raises(ValueError, match="one map per class"):
         label_mask(cams, [4], 1.0)
+
+
+def test_label_mask_takes_the_argmax_over_float16_maps_ties_to_the_lower_class():
+    """Two tags whose maps differ in float32 but are equal in float16 (as the official pipeline
+    stores them): the lower class id wins, whatever order the tags come in; a float32 argmax
+    would pick the other tag."""
+    higher = np.float32(0.7003)
+    lower = np.float32(0.7001)
+    assert np.float16(higher) == np.float16(lower)
+    cams = np.stack([np.full((2, 3), higher), np.full((2, 3), lower)])  # class 9, then class 2
+    assert (np.argmax(cams, axis=0) == 0).all()  # float32 would give class 9
+    np.testing.assert_array_equal(label_mask(cams, [9, 2], 1.0), np.full((2, 3), 3))
+    np.testing.assert_array_equal(label_mask(cams[::-1], [2, 9], 1.0), np.full((2, 3), 3))
+    # the background is computed from the float16 maps too: a 0.50002 map rounds to 0.5 and
+    # ties with its background 1 - 0.5 (background wins); in float32 it would beat 0.49998
+    edge = np.full((1, 1, 1), 0.50002, dtype=np.float32)
+    assert np.float16(edge[0, 0, 0]) == 0.5
+    np.testing.assert_array_equal(label_mask(edge, [6], 1.0), [[0]])
+
+
+def test_every_mask_path_applies_the_rule(loaded, text_cache):
+    """Perception's masks (what the node publishes and `overlay` draws) by both methods, and
+    the segmenter's, are `label_mask` of their own maps, for tags in best-first order."""
+    perception = Perception(loaded, load_vocabulary("voc"), text_cache=text_cache)
+    rgb = read_image(os.path.join(IMAGES, "rocket.jpg"))
+    for method in ("clipes", "dmar"):
+        seg = perception.run(rgb, method).segmentation
+        assert len(seg.class_indices) > 1 and seg.class_indices != sorted(seg.class_indices)
+        np.testing.assert_array_equal(seg.mask, label_mask(seg.cams, seg.class_indices, 1.0))
+    alone = perception.segmenter.segment(rgb, seg.class_indices[::-1])
+    np.testing.assert_array_equal(alone.mask, label_mask(alone.cams, alone.class_indices, 1.0))
 
 
 def test_box_mask_equals_official_tree_contours():
