@@ -10,7 +10,8 @@ import torch
 
 from tagclip_ros.core import TagClip, TagClipSettings, load_vocabulary, read_image
 from tagclip_ros.core.image import prepare_image
-from tagclip_ros.core.tagclip import region_box, relative_threshold_tags
+from tagclip_ros.core.boxes import box_mask, contour_boxes
+from tagclip_ros.core.tagclip import dmar, min_max, region_box, relative_threshold_tags
 
 from ..conftest import IMAGES, REFERENCE, reference_scores
 
@@ -44,6 +45,24 @@ def test_batched_and_sequential_cwr_agree(voc_tagger):
     batched = voc_tagger.reidentify(pixels, crops, text)
     sequential = [voc_tagger.reidentify(pixels, [c], text)[0] for c in crops]
     np.testing.assert_allclose(batched, sequential, rtol=0, atol=1e-6)
+
+
+def test_dmar_masks_each_class_by_its_own_matrix_vector_product():
+    """Each refined column is the official per-class product (affinity with its box columns
+    kept) @ coarse column, bit for bit: thresholds downstream see the official values."""
+    torch.manual_seed(3)
+    grid = (12, 17)
+    n = grid[0] * grid[1]
+    affinity = torch.rand(n, n) ** 4
+    coarse = torch.rand(n, 6).softmax(dim=-1)
+    refined = dmar(coarse, affinity, grid)
+    first = affinity @ coarse
+    for c in range(6):
+        column = min_max(first[:, c:c + 1])[:, 0]
+        boxes = contour_boxes(column.reshape(grid).numpy(), float(column.mean()))
+        keep = torch.from_numpy(box_mask(grid, boxes)).reshape(1, -1)
+        assert 0 < keep.sum() < n  # a real box, so the mask matters
+        assert torch.equal(refined[:, c:c + 1], (affinity * keep) @ coarse[:, c:c + 1])
 
 
 def test_relative_threshold_tags_and_fallback():
