@@ -200,11 +200,13 @@ def refine_cams(cams: torch.Tensor, affinity: torch.Tensor, grid: tuple[int, int
                 box_threshold: float) -> torch.Tensor:
     """Affinity-propagated CAMs (tags, patches). Each tag's affinity is restricted to the
     columns inside the boxes of its CAM above box_threshold·max (the official box mask
-    multiplies affinity columns, which is the same as masking the CAM before the product)."""
+    multiplies affinity columns, which is the same as masking the CAM before the product).
+    One matrix-vector product per tag, as the official code, so the sums (and, after float16
+    rounding, the label mask's near-ties) come out the same."""
     boxes = [box_mask(grid, contour_boxes(c.reshape(grid), box_threshold)).ravel()
              for c in cams.detach().float().cpu().numpy()]
-    masks = torch.from_numpy(np.stack(boxes)).to(cams)
-    return (affinity @ (masks * cams).T).T
+    masked = torch.from_numpy(np.stack(boxes)).to(cams) * cams
+    return torch.cat([(affinity @ m[:, None]).T for m in masked])
 
 
 def background_names(vocabulary: Vocabulary, settings: SegmentationSettings) -> tuple[str, ...]:
