@@ -1,0 +1,52 @@
+"""`tagclip`: the command line for TagCLIP tagging, segmentation, datasets, pictures and bags.
+
+A thin entry point, as ros2cli's: each verb is a module of this package with `HELP`, an
+optional `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> exit code`. Every verb loads
+the model through the same core the ROS node uses. Errors a user can fix are printed as one
+sentence; inputs that cannot be read are reported and skipped, and the exit code says whether
+anything failed. The dataset verbs (tag, segment) resume: images whose outputs exist are
+skipped unless --overwrite.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..core import WeightsError
+from ..core.crf import CrfUnavailableError
+from .common import EXIT_USAGE
+
+# verb name → module of this package
+VERBS = {"classify": "classify", "tag": "tag", "segment": "segment",
+         "evaluate-masks": "evaluate_masks", "overlay": "overlay"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with one sub-parser per verb module."""
+    parser = argparse.ArgumentParser(prog="tagclip", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    for name, module_name in VERBS.items():
+        module = importlib.import_module(f".{module_name}", __name__)
+        sub = verbs.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", None))
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; the exit code is 0, 1 (some inputs failed) or 2 (a usage error)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "images") or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.images += extra  # image paths given after the options
+    try:
+        return args.run(args)
+    except (WeightsError, ValueError, OSError, CrfUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,118 @@
+"""What the `tagclip` verbs share: model and vocabulary options, image lists, progress and
+failure reporting, exit codes."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from ..core import (ImageError, LoadedModel, TagClip, TagClipSettings, TagResult, TextFeatureCache,
+                    Vocabulary, default_cache_dir, load_model, load_vocabulary, read_image)
+from ..core.image import image_files
+
+PROGRESS_MIN_IMAGES = 5
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+T = TypeVar("T")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every verb that needs a model and a vocabulary."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--weights", help="local checkpoint (OpenAI .pt, state dict or open_clip)")
+    group.add_argument("--model", default="ViT-B-16", help="open_clip architecture name")
+    group.add_argument("--pretrained", default="openai", help="open_clip pretrained tag")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    group.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    group.add_argument("--cache-dir", default=default_cache_dir(),
+                       help="text-feature cache folder ('' keeps it in memory only)")
+    vocab = parser.add_argument_group("vocabulary")
+    vocab.add_argument("--vocab", default="voc", help="voc, coco, a names file, or 'a,b,c'")
+    vocab.add_argument("--background", default=None,
+                       help="background names (voc, coco, file or 'a,b'); default: the vocabulary's")
+    vocab.add_argument("--threshold", type=float, default=0.5, help="relative tag threshold")
+
+
+def load_model_from(args: argparse.Namespace) -> tuple[LoadedModel, TextFeatureCache]:
+    """The model and its text-feature cache from parsed arguments (raises WeightsError)."""
+    loaded = load_model(args.model, args.pretrained, args.weights, args.device, args.precision)
+    return loaded, TextFeatureCache(loaded, args.cache_dir or None)
+
+
+def build_classifier(args: argparse.Namespace, vocabulary: Vocabulary | None = None) -> TagClip:
+    """Model, vocabulary and TagCLIP from parsed arguments (raises ValueError/WeightsError)."""
+    vocabulary = vocabulary or load_vocabulary(args.vocab, args.background)
+    loaded, cache = load_model_from(args)
+    return TagClip(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold), cache)
+
+
+def expand_images(paths: Sequence[str]) -> list[str]:
+    """Image paths, with folders replaced by the image files they hold (sorted)."""
+    result = []
+    for path in paths:
+        if os.path.isdir(path):
+            result += image_files(path)
+        else:
+            result.append(path)
+    return result
+
+
+def progress(items: Sequence[T], what: str) -> Iterator[T]:
+    """Iterate with a progress bar on stderr when there are many items."""
+    return iter(tqdm(items, desc=what, unit="img", disable=len(items) < PROGRESS_MIN_IMAGES,
+                     file=sys.stderr))
+
+
+def report(message: str) -> None:
+    """One line on stderr that does not break a progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def report_skipped(skipped: int, total: int, where: str) -> None:
+    """Say how many images a resumed run leaves alone, and how to redo them."""
+    if skipped:
+        report(f"{skipped} of {total} images already done in {where}; skipping them "
+               f"(--overwrite redoes them)")
+
+
+def finish(failed: int, total: int, what: str = "could not be read") -> int:
+    """The exit code of a run over `total` images of which `failed` failed, said on stderr."""
+    if failed:
+        print(f"{failed} of {total} images {what}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def read_each(items: Sequence[T], path_of: Callable[[T], str], what: str,
+              failures: list[str]) -> Iterator[tuple[T, np.ndarray]]:
+    """(item, RGB image) for every item whose image reads, with a progress bar; the others
+    are reported, skipped and added to `failures`."""
+    for item in progress(items, what):
+        try:
+            rgb = read_image(path_of(item))
+        except ImageError as exc:
+            failures.append(str(exc))
+            report(f"skipping {exc}")
+            continue
+        yield item, rgb
+
+
+def classify_each(classifier: TagClip, items: Sequence[T], path_of: Callable[[T], str], what: str,
+                  failures: list[str]) -> Iterator[tuple[T, TagResult]]:
+    """(item, TagCLIP result) for every item whose image reads (see `read_each`)."""
+    for item, rgb in read_each(items, path_of, what, failures):
+        yield item, classifier.classify(rgb)
+
+
+def add_split_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    """--split, --img-root and --ext: images named by a split file's stems."""
+    parser.add_argument("--split", required=required,
+                        help="split/tag file: one 'stem [id id ...]' per line (ids 0-based)")
+    parser.add_argument("--img-root", required=required, help="folder of <stem><ext> images")
+    parser.add_argument("--ext", default=".jpg", help="image file extension (default .jpg)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo images whose outputs exist (default: skip them, resuming)")

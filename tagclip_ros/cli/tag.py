@@ -1,0 +1,125 @@
+"""`tagclip tag`: a tag file in the official format for a split or a set of images (resumable),
+with the paper's metrics."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from ..core import TagClip, Vocabulary, load_vocabulary
+from ..core import dataset, metrics
+from ..core.dataset import SplitEntry
+from .common import (add_model_arguments, add_split_arguments, build_classifier, classify_each,
+                     expand_images, finish, report, report_skipped)
+
+HELP = "write a tag file ('stem id id ...') for a split or images"
+DESCRIPTION = ("Tags every image into a tag file in the official classify.py format "
+               "('stem id id ...', 0-based ids in ascending order; the top class when none "
+               "passes the threshold), each line appended as soon as the image is done, "
+               "and each image's scores to OUT.scores.jsonl (what --eval ranks). Images "
+               "already in OUT are skipped unless --overwrite, so a killed run resumes.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", help="image files or folders (instead of --split)")
+    add_split_arguments(parser, required=False)
+    parser.add_argument("--out", required=True, help="tag file to write (resumed if it exists)")
+    parser.add_argument("--eval", action="store_true",
+                        help="mAP and F1/P/R against the split's label ids, with per-class tables")
+    add_model_arguments(parser)
+
+
+def tag_inputs(args: argparse.Namespace, num_classes: int) -> list[tuple[SplitEntry, str]]:
+    """(entry, image path) for every image to tag: the split's lines, or the given images."""
+    if args.split and args.images:
+        raise ValueError("give either --split (with --img-root) or image paths, not both")
+    if args.split:
+        if not args.img_root:
+            raise ValueError("--split needs --img-root, the folder that holds <stem>" + args.ext)
+        entries = dataset.read_split(args.split, num_classes)
+        return [(e, dataset.image_path(args.img_root, e.stem, args.ext)) for e in entries]
+    if args.eval:
+        raise ValueError("--eval needs --split: the split file's label ids are the ground truth")
+    paths = expand_images(args.images)
+    if not paths:
+        raise ValueError("no images: give --split FILE --img-root DIR, or image files or folders")
+    return list(zip(dataset.stems_of(paths), paths))
+
+
+def resume_tag_file(path: str, num_classes: int) -> tuple[dict, dict]:
+    """Tags and scores of an earlier run into `path`, rewritten cleanly (an unfinished last
+    line dropped) so that this run can append to them."""
+    tags, partial = dataset.read_progress(path, num_classes)
+    scores = dataset.read_scores(dataset.scores_path(path))
+    if partial:
+        report(f"{path}: dropping an unfinished last line left by an interrupted run")
+    if tags or partial:
+        dataset.write_tag_file(path, tags)
+        dataset.write_scores(dataset.scores_path(path), scores)
+    return tags, scores
+
+
+def tag_images(classifier: TagClip, todo: list[tuple[SplitEntry, str]], out: str,
+               tags: dict, scores: dict) -> int:
+    """Tag each image, appending its line to the tag file (and its scores beside it) as soon
+    as it is done; fills `tags` and `scores`, returns how many images failed."""
+    failures: list[str] = []
+    with open(out, "a", encoding="utf-8") as tag_file, \
+            open(dataset.scores_path(out), "a", encoding="utf-8") as score_file:
+        for (entry, _), result in classify_each(classifier, todo, lambda item: item[1], "tag", failures):
+            ids = sorted(t.index for t in result.tags)
+            dataset.append_line(tag_file, dataset.format_tag_line(entry.stem, ids))
+            dataset.append_line(score_file, dataset.scores_line(entry.stem, result.scores))
+            tags[entry.stem], scores[entry.stem] = tuple(ids), list(map(float, result.scores))
+    return len(failures)
+
+
+def run(args: argparse.Namespace) -> int:
+    vocabulary = load_vocabulary(args.vocab, args.background)
+    inputs = tag_inputs(args, len(vocabulary.classes))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    old_tags, old_scores = resume_tag_file(args.out, len(vocabulary.classes))
+    todo, skipped = dataset.split_done(inputs, lambda item: item[0].stem in old_tags,
+                                       args.overwrite)
+    report_skipped(skipped, len(inputs), args.out)
+    new_tags: dict = {}
+    new_scores: dict = {}
+    failed = 0
+    if todo:
+        failed = tag_images(build_classifier(args, vocabulary), todo, args.out, new_tags, new_scores)
+    order = [e.stem for e, _ in inputs]
+    tags = dataset.merge_in_order(order, new_tags, old_tags)
+    scores = dataset.merge_in_order(order, new_scores, old_scores)
+    dataset.write_tag_file(args.out, tags)
+    dataset.write_scores(dataset.scores_path(args.out), scores)
+    print(f"{args.out}: tagged {len(new_tags)} images, {skipped} already tagged")
+    if args.eval:
+        evaluate_tags([e for e, _ in inputs], scores, vocabulary, args.threshold)
+    return finish(failed, len(inputs))
+
+
+def evaluate_tags(entries: list[SplitEntry], scores: dict, vocabulary: Vocabulary,
+                  factor: float) -> None:
+    """Print mAP and F1/P/R at the relative threshold (official protocols) with per-class
+    tables, over the images of `entries` that have scores."""
+    have = [e for e in entries if e.stem in scores and len(scores[e.stem]) == len(vocabulary.classes)]
+    if len(have) < len(entries):
+        report(f"evaluating {len(have)} of {len(entries)} images: the others have no scores "
+               f"for this vocabulary (unreadable, or tagged by another run: --overwrite redoes them)")
+    if not have:
+        return
+    matrix = np.array([scores[e.stem] for e in have])
+    labels = dataset.label_matrix(have, len(vocabulary.classes))
+    ap = metrics.average_precision(matrix, labels)
+    official = metrics.mean_average_precision(matrix, labels, empty="zero")
+    present = metrics.mean_average_precision(matrix, labels, empty="skip")
+    f1, precision, recall = metrics.f1_precision_recall(matrix, labels, factor)
+    per_class = metrics.per_class_precision_recall(
+        metrics.relative_threshold_predictions(matrix, factor), labels)
+    print(metrics.format_table(vocabulary.classes, {"AP": ap, **per_class},
+                               {"AP": official, "F1": f1, "P": precision, "R": recall}))
+    print(f"mean row: mAP with classes without positives counted as 0 (official); F1/P/R "
+          f"pooled over all images and classes at relative threshold {factor}")
+    print(f"mAP {100 * official:.2f} (over classes with positives: {100 * present:.2f})  "
+          f"F1 {100 * f1:.2f}  P {100 * precision:.2f}  R {100 * recall:.2f}  on {len(have)} images")
