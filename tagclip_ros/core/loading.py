@@ -4,6 +4,9 @@ Checkpoints come in three shapes, all accepted: OpenAI's TorchScript archive (`V
 an OpenAI-format plain state dict (its architecture is read off the tensor shapes, so narrow
 test checkpoints load through the same path), and open_clip training checkpoints
 (`{"state_dict": ...}`), which are loaded into the architecture named by `model_name`.
+The MLP activation follows the weights: OpenAI's were trained with QuickGELU, so every path that
+loads them builds QuickGELU (open_clip's plain `ViT-B-16` config has GELU and would only warn);
+open_clip-trained weights keep the activation of their config or pretrained tag.
 Every failure becomes a `WeightsError` whose message is one sentence naming what to set.
 """
 from __future__ import annotations
@@ -16,11 +19,18 @@ from functools import lru_cache
 
 import open_clip
 import torch
+from open_clip.factory import parse_model_name
 from open_clip.model import CLIP, build_model_from_openai_state_dict
+from open_clip.pretrained import get_pretrained_cfg, is_pretrained_cfg
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from .device import resolve_device, resolve_precision
 
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+# (width, blocks, heads) of the standard ViT sizes, to name a built network only when it is one.
+VIT_SIZES = {(768, 12, 12): "B", (1024, 24, 16): "L", (1280, 32, 16): "H"}
+SET_WEIGHTS = "set the weights path (--weights, or model.weights for the node)"
+SET_MODEL = "set the model name (--model, or model.name for the node)"
 
 
 class WeightsError(RuntimeError):
@@ -44,8 +54,7 @@ class LoadedModel:
     @property
     def image_size(self) -> int:
         """Side of the square input the positional embeddings were trained for (224)."""
-        grid = int(round((self.model.visual.positional_embedding.shape[0] - 1) ** 0.5))
-        return grid * self.patch_size
+        return _trained_image_size(self.model.visual)
 
     @property
     def context_length(self) -> int:
@@ -55,20 +64,23 @@ class LoadedModel:
 def load_model(model_name: str = "ViT-B-16", pretrained: str = "openai",
                weights: str | None = None, device: str = "auto",
                precision: str = "fp32") -> LoadedModel:
-    """Load CLIP for inference; `weights` (a local file) wins over `pretrained`."""
+    """Load CLIP for inference; `weights` (a local file) wins over `pretrained` (an open_clip tag,
+    or a file path as open_clip also accepts there)."""
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
+    weights = weights or _file_given_as_pretrained(model_name, pretrained)
     if weights:
         model, weights_id = _load_local(weights, model_name), file_fingerprint(weights)
-        description = f"{model_name} from {weights}"
-    else:
+        source = f"from {weights}"
+    elif pretrained:
         model, weights_id = _load_pretrained(model_name, pretrained), f"{model_name}:{pretrained}"
-        description = f"{model_name} ({pretrained})"
-    if not isinstance(model, CLIP):
-        raise WeightsError(f"model {model_name!r} is not a plain CLIP ViT; TagCLIP needs one "
-                           "such as ViT-B-16")
+        source = f"from open_clip's {model_name} {pretrained!r} weights"
+    else:
+        raise WeightsError("no weights are set; set the pretrained tag (--pretrained, or "
+                           "model.pretrained for the node, e.g. 'openai') or the weights path")
+    _check_plain_vit(model, f"model {model_name!r}")
     model = model.to(device=dev, dtype=dtype).eval().requires_grad_(False)
-    return LoadedModel(model, dev, dtype, weights_id, description)
+    return LoadedModel(model, dev, dtype, weights_id, f"{describe_network(model)} {source}")
 
 
 def from_model(model: torch.nn.Module, device: torch.device | str = "cpu",
@@ -76,33 +88,100 @@ def from_model(model: torch.nn.Module, device: torch.device | str = "cpu",
                description: str | None = None) -> LoadedModel:
     """Wrap a CLIP built in memory (e.g. randomly initialised for a benchmark) for inference:
     moved to `device`/`dtype`, in eval mode, without gradients. `weights_id` keys the text
-    cache, so give every distinct set of weights its own."""
-    if not isinstance(model, CLIP):
-        raise WeightsError(f"a {type(model).__name__} is not a plain CLIP ViT; TagCLIP needs one "
-                           "such as ViT-B-16")
+    cache, so give every distinct set of weights its own; `description` says where the weights
+    came from (the network itself is described from the model)."""
+    _check_plain_vit(model, f"a {type(model).__name__}")
     dev = torch.device(device)
     model = model.to(device=dev, dtype=dtype).eval().requires_grad_(False)
-    return LoadedModel(model, dev, dtype, weights_id, description or f"in-memory CLIP ({weights_id})")
+    source = description or f"in memory ({weights_id})"
+    return LoadedModel(model, dev, dtype, weights_id, f"{describe_network(model)}, {source}")
 
 
-def _load_pretrained(model_name: str, pretrained: str) -> torch.nn.Module:
+def describe_network(model: CLIP) -> str:
+    """The vision transformer actually built, read off its modules so that logs and diagnostics
+    cannot name another network: e.g. "ViT-B/16 (width 768, 12 blocks, 12 heads, 224 px,
+    QuickGELU)"; a geometry that is no standard ViT size is given by its figures alone."""
+    visual = model.visual
+    blocks = visual.transformer.resblocks
+    patch, width = int(visual.conv1.kernel_size[0]), int(visual.conv1.out_channels)
+    heads = int(blocks[0].attn.num_heads)
+    size = VIT_SIZES.get((width, len(blocks), heads))
+    figures = (f"width {width}, {len(blocks)} blocks, {heads} head{'s' * (heads != 1)}, "
+               f"{_trained_image_size(visual)} px, {_activation(model)}")
+    return f"ViT-{size}/{patch} ({figures})" if size else f"ViT (patch {patch}, {figures})"
+
+
+def _activation(model: torch.nn.Module) -> str:
+    """Name of the MLP activation of every transformer block (both towers)."""
+    names = sorted({type(block.mlp.gelu).__name__ for block in model.modules()
+                    if isinstance(block, ResidualAttentionBlock)})
+    return "/".join(names) or "unknown activation"
+
+
+def _trained_image_size(visual: VisionTransformer) -> int:
+    """Side of the square input the positional embeddings were trained for (224)."""
+    grid = int(round((visual.positional_embedding.shape[0] - 1) ** 0.5))
+    return grid * int(visual.conv1.kernel_size[0])
+
+
+def _check_plain_vit(model: torch.nn.Module, what: str) -> None:
+    """TagCLIP reads attention maps out of open_clip's own vision transformer, so only a CLIP
+    with that tower (not a ResNet, timm or Hugging Face one) will do."""
+    if not (isinstance(model, CLIP) and isinstance(model.visual, VisionTransformer)):
+        raise WeightsError(f"{what} is not a plain CLIP ViT; TagCLIP needs one such as ViT-B-16")
+
+
+def _file_given_as_pretrained(model_name: str, pretrained: str) -> str | None:
+    """A file path passed as `pretrained` (open_clip allows it) goes through the local loader,
+    which builds OpenAI-format files with QuickGELU."""
+    if pretrained and not is_pretrained_cfg(_config_name(model_name), pretrained) \
+            and os.path.isfile(pretrained):
+        return pretrained
+    return None
+
+
+def _load_pretrained(model_name: str, tag: str) -> torch.nn.Module:
+    """open_clip's weights for `tag` (downloaded on first use), in a network with the activation
+    they were trained with."""
+    _check_known_architecture(model_name)
     try:
-        return open_clip.create_model(model_name, pretrained=pretrained or None, device="cpu")
+        return open_clip.create_model(model_name, pretrained=tag, device="cpu",
+                                      force_quick_gelu=_tag_uses_quick_gelu(model_name, tag))
     except Exception as exc:  # network, hub and unknown-tag errors all end here
         raise WeightsError(
-            f"could not get pretrained weights {model_name}/{pretrained} ({_first_line(exc)}); "
-            "on a machine without network access set the weights path (--weights, or "
-            "model.weights for the node) to a local checkpoint") from None
+            f"could not get pretrained weights {model_name}/{tag} ({_first_line(exc)}); "
+            f"on a machine without network access {SET_WEIGHTS} to a local checkpoint") from None
+
+
+def _tag_uses_quick_gelu(model_name: str, tag: str) -> bool:
+    """open_clip's own record of whether the weights of `tag` were trained with QuickGELU: true
+    for every OpenAI tag (and some open_clip-trained ones, such as dfn2b and metaclip), while
+    the plain configs (`ViT-B-16`) build GELU whatever the tag."""
+    return bool(get_pretrained_cfg(_config_name(model_name), tag).get("quick_gelu", False))
+
+
+def _config_name(model_name: str) -> str:
+    """The name open_clip looks its built-in configs up by ("ViT-B/16" is "ViT-B-16")."""
+    return model_name.replace("/", "-")
+
+
+def _check_known_architecture(model_name: str) -> None:
+    """Refuse, in one sentence, a model name open_clip has no config for (its own error lists
+    every config it has)."""
+    schema, _ = parse_model_name(model_name)  # hf-hub: and local-dir: names bring their config
+    if schema is None and open_clip.get_model_config(_config_name(model_name)) is None:
+        raise WeightsError(f"open_clip knows no model {model_name!r}; {SET_MODEL} to one of "
+                           "open_clip.list_models(), such as ViT-B-16")
 
 
 def _load_local(path: str, model_name: str) -> torch.nn.Module:
     if not os.path.isfile(path):
-        raise WeightsError(f"weights file {path!r} does not exist; set the weights path "
-                           "(--weights, or model.weights for the node) to a CLIP checkpoint")
+        raise WeightsError(f"weights file {path!r} does not exist; {SET_WEIGHTS} to a CLIP "
+                           "checkpoint")
     state_dict = _read_state_dict(path)
     try:
         if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
-            return _load_open_clip_checkpoint(state_dict["state_dict"], model_name)
+            return _load_open_clip_checkpoint(state_dict["state_dict"], model_name, path)
         return _build_from_openai_state_dict(state_dict)
     except WeightsError:
         raise
@@ -132,21 +211,31 @@ def _is_torchscript(path: str) -> bool:
 
 
 def _build_from_openai_state_dict(state_dict: dict) -> CLIP:
+    """An OpenAI-format state dict, its architecture read off the tensor shapes, built with the
+    QuickGELU that OpenAI's weights were trained with."""
     if "visual.proj" not in state_dict:
         raise WeightsError("the checkpoint has no 'visual.proj': it is not an OpenAI-format "
                            "CLIP ViT state dict")
     tensors = {k: v for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS}
-    model = build_model_from_openai_state_dict(dict(tensors))
+    model = build_model_from_openai_state_dict(dict(tensors), quick_gelu=True)
     # open_clip's builder stores the weights in float16; reload them at full precision so a
     # float32 checkpoint keeps every bit (OpenAI's own .pt files are float16 anyway).
     model.float().load_state_dict({k: v.float() for k, v in tensors.items()})
     return model
 
 
-def _load_open_clip_checkpoint(state_dict: dict, model_name: str) -> torch.nn.Module:
+def _load_open_clip_checkpoint(state_dict: dict, model_name: str, path: str) -> torch.nn.Module:
+    """An open_clip training checkpoint, loaded into open_clip's `model_name` config so that the
+    network (activation included) is the one it was trained as; the `module.` prefixes of
+    DDP training are dropped."""
+    _check_known_architecture(model_name)
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
     model = open_clip.create_model(model_name, pretrained=None, device="cpu")
-    model.load_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:
+        raise WeightsError(f"weights file {path!r} does not fit open_clip's {model_name!r}; "
+                           f"{SET_MODEL} to the architecture it was trained as") from None
     return model
 
 
