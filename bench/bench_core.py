@@ -184,9 +184,9 @@ def rss_mb() -> float:
 def build_model(seed: int) -> LoadedModel:
     """ViT-B/16 with random weights (seeded, so every run scores the same)."""
     torch.manual_seed(seed)
-    model = open_clip.create_model("ViT-B-16", pretrained=None)
+    model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)  # OpenAI's network
     return from_model(model, torch.device("cpu"), torch.float32, f"random-vit-b-16-seed{seed}",
-                      f"open_clip ViT-B-16, random weights (seed {seed})")
+                      f"random weights (seed {seed})")
 
 
 def resized(image: Image.Image, height: int, width: int) -> np.ndarray:
