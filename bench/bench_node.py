@@ -38,7 +38,7 @@ TARGET_MS = 10.0
 def run(frames: int, method: str, weights: str) -> dict:
     """Median and p95 overhead (ms) over `frames` paced 640×480 frames."""
     from std_msgs.msg import Header
-    from tagclip_ros.msg import LabelInfo
+    from vision_msgs.msg import LabelInfo
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     rclpy.init()

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Build and install tagclip_ros's messages (msg/*.msg) with rosidl/ament_cmake against a venv
-# that holds the ROS 2 PyPI wheels (requirements/ros.txt) -- no ROS distro needed.
+# Build and install tagclip_ros's messages (msg/*.msg), and the vision_msgs interfaces it
+# publishes (third_party/vision_msgs), with rosidl/ament_cmake against a venv that holds the
+# ROS 2 PyPI wheels (requirements/ros.txt) -- no ROS distro needed. vision_msgs has no wheel;
+# third_party/README.md says why the copy is wire-compatible with the distro's package.
 #
 #   scripts/build_msgs.sh VENV BUILD_DIR INSTALL_PREFIX
 #
-# Idempotent: does nothing (~0.2 s) when INSTALL_PREFIX's stamp is newer than msg/,
-# CMakeLists.txt, package.xml, tagclip_ros/__init__.py and scripts/tagger_node; otherwise an
-# incremental CMake build (~3 s; ~20 s from scratch). Also rewrites, once, the wheel builder's
-# include paths in VENV/share/*/cmake/*.cmake, which a `colcon build` against VENV needs too.
-# Then `. scripts/ros_env.sh VENV INSTALL_PREFIX` to use the messages.
+# Both packages go into INSTALL_PREFIX, vision_msgs first. Idempotent, per package: nothing is
+# built (~0.2 s) when INSTALL_PREFIX's stamp for it is newer than its inputs (vision_msgs:
+# third_party/vision_msgs; tagclip_ros: msg/, CMakeLists.txt, package.xml,
+# tagclip_ros/__init__.py, scripts/tagger_node, scripts/image_source, launch/, config/);
+# otherwise an incremental CMake build (~3 s; ~20 s each from scratch). Also rewrites, once,
+# the wheel builder's include paths in VENV/share/*/cmake/*.cmake, which a `colcon build`
+# against VENV needs too. Then `. scripts/ros_env.sh VENV INSTALL_PREFIX` to use the messages.
 #
 # How `tagclip_ros` resolves in a development venv (hand-written code pip-installed, editable or
 # not; messages built here): rosidl generates a Python package folder also named `tagclip_ros`
@@ -52,20 +56,31 @@ if [ ${#stale[@]} -gt 0 ]; then
   fi
 fi
 
-# 2. Skip when up to date. The stamp records the inputs' identity too (venv, source, prefix).
-STAMP="$PREFIX/.tagclip_ros_msgs.stamp"
+# 2. Skip when both packages are up to date. A stamp records the inputs' identity too (venv,
+#    source, prefix) and gets its build's start time, so an edit made during a build triggers
+#    the next one.
 STAMP_ID="venv=$VENV src=$SRC prefix=$PREFIX"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_ID" ] \
-   && [ -z "$(find "$SRC/msg" "$SRC/CMakeLists.txt" "$SRC/package.xml" \
-                   "$SRC/tagclip_ros/__init__.py" "$SRC/scripts/tagger_node" "$SRC/scripts/image_source" \
-                   $(ls -d "$SRC/launch" "$SRC/config" 2>/dev/null) \
-                   -newer "$STAMP" -print -quit)" ]; then
-  exit 0
-fi
+VISION_SRC="$SRC/third_party/vision_msgs"
+VISION_STAMP="$PREFIX/.vision_msgs.stamp"
+TAGCLIP_STAMP="$PREFIX/.tagclip_ros_msgs.stamp"
+TAGCLIP_INPUTS=("$SRC/msg" "$SRC/CMakeLists.txt" "$SRC/package.xml" "$SRC/tagclip_ros/__init__.py"
+                "$SRC/scripts/tagger_node" "$SRC/scripts/image_source")
+for d in launch config; do
+  if [ -d "$SRC/$d" ]; then TAGCLIP_INPUTS+=("$SRC/$d"); fi
+done
 
-# 3. Configure (first time, or when the cache points elsewhere), build, install. The stamp
-#    gets the build's start time, so an edit made during the build triggers the next one.
-start=$(date +%s.%N)
+# up_to_date STAMP INPUT...: STAMP names this venv/source/prefix and no INPUT is newer than it.
+up_to_date() {
+  local stamp=$1
+  shift
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$STAMP_ID" ] \
+    && [ -z "$(find "$@" -newer "$stamp" -print -quit)" ]
+}
+vision_ok=0 tagclip_ok=0
+up_to_date "$VISION_STAMP" "$VISION_SRC" && vision_ok=1
+up_to_date "$TAGCLIP_STAMP" "${TAGCLIP_INPUTS[@]}" && tagclip_ok=1
+[ $vision_ok = 1 ] && [ $tagclip_ok = 1 ] && exit 0
+
 unset _ROS_WHEELS_BOOTSTRAP_COMPLETE  # let the venv's bootstrapper extend LD_LIBRARY_PATH
 export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
@@ -73,38 +88,71 @@ export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export LD_LIBRARY_PATH="$VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$VENV/bin:$PATH"
 
-# A build folder configured for another venv/source/prefix keeps stale find_package() results
-# in its cache: start its configuration afresh.
-if [ -f "$BUILD_DIR/cmake/CMakeCache.txt" ] && \
-   [ "$(cat "$BUILD_DIR/.tagclip_build_id" 2>/dev/null)" != "$STAMP_ID" ]; then
-  rm -f "$BUILD_DIR/cmake/CMakeCache.txt"
+# 3. build_package NAME SOURCE CMAKE_BUILD_DIR STAMP [CMAKE_ARG...]: configure (first time, or
+#    when the cache was made for another venv/source/prefix), build, install, stamp.
+#    rosidl installs whole generated folders, so a removed .msg would live on in the build
+#    folder and the prefix: when the set of .msg files changes, build afresh and then delete
+#    from the prefix what the previous install put there and this one did not.
+build_package() {
+  local name=$1 source=$2 build=$3 stamp=$4 start gen=() messages old_manifest=
+  shift 4
+  start=$(date +%s.%N)
+  messages=$(cd "$source" && ls msg/*.msg)
+  if [ -f "$build/install_manifest.txt" ] && [ "$(cat "$build/.tagclip_messages" 2>/dev/null)" != "$messages" ]; then
+    old_manifest=$(cat "$build/install_manifest.txt")
+    rm -rf "${build:?}"
+  fi
+  mkdir -p "$build"
+  # A build folder configured for another venv/source/prefix keeps stale find_package()
+  # results in its cache: start its configuration afresh.
+  if [ -f "$build/CMakeCache.txt" ] && [ "$(cat "$build/.tagclip_build_id" 2>/dev/null)" != "$STAMP_ID" ]; then
+    rm -f "$build/CMakeCache.txt"
+  fi
+  printf '%s' "$STAMP_ID" >"$build/.tagclip_build_id"
+  if [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null; then gen=(-G Ninja); fi
+  cmake -S "$source" -B "$build" "${gen[@]}" \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_INSTALL_PREFIX="$PREFIX" \
+    -DPython3_EXECUTABLE="$PY" \
+    -DPython3_FIND_VIRTUALENV=ONLY \
+    -DBUILD_TESTING=OFF \
+    "$@" \
+    --no-warn-unused-cli >"$build/configure.log" 2>&1 \
+    || { cat "$build/configure.log" >&2; exit 1; }
+  cmake --build "$build" -j "$(nproc)" >"$build/build.log" 2>&1 \
+    || { tail -n 60 "$build/build.log" >&2; exit 1; }
+  cmake --install "$build" >"$build/install.log" 2>&1 \
+    || { cat "$build/install.log" >&2; exit 1; }
+  printf '%s' "$messages" >"$build/.tagclip_messages"
+  if [ -n "$old_manifest" ]; then
+    comm -23 <(sort <<<"$old_manifest") <(sort "$build/install_manifest.txt") \
+      | while IFS= read -r file; do
+          rm -f "$file"
+          case $file in *.py) rm -f "${file%/*}/__pycache__/$(basename "$file" .py)".*.pyc ;; esac
+        done
+  fi
+  printf '%s' "$STAMP_ID" >"$stamp"
+  touch -d "@$start" "$stamp"
+  echo "build_msgs.sh: $name messages installed in $PREFIX"
+}
+
+# 4. vision_msgs first (tagclip_ros's package.xml depends on it), straight from its folder.
+if [ $vision_ok = 0 ]; then
+  build_package vision_msgs "$VISION_SRC" "$BUILD_DIR/vision_msgs" "$VISION_STAMP"
 fi
-printf '%s' "$STAMP_ID" >"$BUILD_DIR/.tagclip_build_id"
-gen=()
-if [ ! -f "$BUILD_DIR/cmake/CMakeCache.txt" ] && command -v ninja >/dev/null; then gen=(-G Ninja); fi
-# CMake refuses exported include paths inside the source tree, and the venv's numpy include
-# dir is one when the venv lives in the repository (.venv): configure from a copy instead.
-COPY="$BUILD_DIR/src"
-mkdir -p "$COPY/tagclip_ros" "$COPY/scripts"
-cp -p "$SRC/CMakeLists.txt" "$SRC/package.xml" "$COPY/"
-cp -p "$SRC/tagclip_ros/__init__.py" "$COPY/tagclip_ros/"
-cp -p "$SRC/scripts/tagger_node" "$SRC/scripts/image_source" "$COPY/scripts/"
-for d in msg launch config; do
-  if [ -d "$SRC/$d" ]; then rm -rf "${COPY:?}/$d"; cp -rp "$SRC/$d" "$COPY/$d"; fi
-done
-cmake -S "$COPY" -B "$BUILD_DIR/cmake" "${gen[@]}" \
-  -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_INSTALL_PREFIX="$PREFIX" \
-  -DPython3_EXECUTABLE="$PY" \
-  -DPython3_FIND_VIRTUALENV=ONLY \
-  -DTAGCLIP_ROS_INSTALL_PYTHON_SOURCES=OFF \
-  -DBUILD_TESTING=OFF \
-  --no-warn-unused-cli >"$BUILD_DIR/configure.log" 2>&1 \
-  || { cat "$BUILD_DIR/configure.log" >&2; exit 1; }
-cmake --build "$BUILD_DIR/cmake" -j "$(nproc)" >"$BUILD_DIR/build.log" 2>&1 \
-  || { tail -n 60 "$BUILD_DIR/build.log" >&2; exit 1; }
-cmake --install "$BUILD_DIR/cmake" >"$BUILD_DIR/install.log" 2>&1 \
-  || { cat "$BUILD_DIR/install.log" >&2; exit 1; }
-printf '%s' "$STAMP_ID" >"$STAMP"
-touch -d "@$start" "$STAMP"
-echo "build_msgs.sh: tagclip_ros messages installed in $PREFIX"
+
+# 5. tagclip_ros. CMake refuses exported include paths inside the source tree, and the venv's
+#    numpy include dir is one when the venv lives in the repository (.venv): configure from a
+#    copy of what the build reads instead.
+if [ $tagclip_ok = 0 ]; then
+  COPY="$BUILD_DIR/src"
+  mkdir -p "$COPY/tagclip_ros" "$COPY/scripts"
+  cp -p "$SRC/CMakeLists.txt" "$SRC/package.xml" "$COPY/"
+  cp -p "$SRC/tagclip_ros/__init__.py" "$COPY/tagclip_ros/"
+  cp -p "$SRC/scripts/tagger_node" "$SRC/scripts/image_source" "$COPY/scripts/"
+  for d in msg launch config; do
+    if [ -d "$SRC/$d" ]; then rm -rf "${COPY:?}/$d"; cp -rp "$SRC/$d" "$COPY/$d"; fi
+  done
+  build_package tagclip_ros "$COPY" "$BUILD_DIR/cmake" "$TAGCLIP_STAMP" \
+    -DTAGCLIP_ROS_INSTALL_PYTHON_SOURCES=OFF
+fi

@@ -7,6 +7,7 @@ cv-bridge is the ROS 1 build); the checks around it turn every malformed frame i
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,11 +16,14 @@ from rosbags.image import image_to_cvimage
 from rosbags.image.image import to_cvtype
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
 
 from ..core.image import ImageError, check_size, to_rgb
+from ..core.overlay import render_overlay
+from ..core.pipeline import Perceived
 from ..core.tagclip import TagResult
 from ..core.vocab import Vocabulary
-from ..msg import LabelInfo, Tag, TagArray, VisionClass
+from ..msg import Tag, TagArray
 
 BACKGROUND_LABEL = "background"
 
@@ -70,6 +74,11 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
         raise FrameError(str(exc)) from None
 
 
+def frame_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
+    """RGB uint8 from a camera frame of either transport (FrameError if it cannot be used)."""
+    return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+
+
 def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
     """sensor_msgs/Image rgb8 from an RGB uint8 array."""
     return Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
@@ -92,8 +101,33 @@ def tag_array(result: TagResult, header: Header) -> TagArray:
     return TagArray(header=header, tags=tags, scores=[float(s) for s in result.scores])
 
 
+def classification(result: TagResult, header: Header) -> Classification:
+    """The image's tags (best first) as vision_msgs, with the input's header: `class_id` is the
+    tag's label, so planners need no label map; every class's score stays in `tag_array`."""
+    results = [ObjectHypothesis(class_id=t.label, score=float(t.score)) for t in result.tags]
+    return Classification(header=header, results=results)
+
+
+def result_messages(perceived: Perceived, header: Header, rgb: np.ndarray,
+                    overlay: bool) -> dict[str, Any]:
+    """Output topic → message for one frame (what the node publishes and `tagclip bag` writes):
+    tags, classification, label_mask when a mask was made and, if `overlay`, the overlay
+    picture, all with the input's header."""
+    result = perceived.tags
+    out: dict[str, Any] = {"tags": tag_array(result, header),
+                           "classification": classification(result, header)}
+    mask = perceived.segmentation.mask if perceived.segmentation is not None else None
+    if mask is not None:
+        out["label_mask"] = mask_to_image(mask, header, len(result.vocabulary.classes))
+    if overlay:
+        captions = [(t.class_id, f"{t.label} {t.score:.3f}") for t in result.tags]
+        out["overlay"] = rgb_to_image(render_overlay(rgb, mask, captions), header)
+    return out
+
+
 def label_info(vocabulary: Vocabulary, threshold: float, header: Header) -> LabelInfo:
-    """Id → name map: 0 is background, vocabulary entry i is i + 1."""
+    """Id → name map of the label mask (vision_msgs): 0 is background, vocabulary entry i is
+    i + 1."""
     classes = [VisionClass(class_id=0, class_name=BACKGROUND_LABEL)]
     classes += [VisionClass(class_id=i + 1, class_name=n) for i, n in enumerate(vocabulary.classes)]
     return LabelInfo(header=header, class_map=classes, threshold=float(threshold))

@@ -17,13 +17,13 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+from vision_msgs.msg import Classification, LabelInfo
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
-from ..core.overlay import render_overlay
 from ..core.pipeline import Perceived, Perception
 from ..core.segment import SegmentationSettings
 from ..core.tagclip import TagClipSettings
-from ..msg import LabelInfo, TagArray
+from ..msg import TagArray
 from . import conversions
 from .diagnostics import FrameStats, diagnostic_array
 from .params import PARAMETERS, rejection_reason, vocabulary_from
@@ -84,6 +84,7 @@ class TaggerNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.pubs = {
             "tags": self.create_publisher(TagArray, "tags", 10),
+            "classification": self.create_publisher(Classification, "classification", 10),
             "label_mask": self.create_publisher(Image, "label_mask", 10),
             "overlay": self.create_publisher(Image, "overlay", 10),
             "label_info": self.create_publisher(LabelInfo, "label_info", LATCHED),
@@ -179,8 +180,7 @@ class TaggerNode(LifecycleNode):
         if perception is None or not self.active:
             return
         try:
-            rgb = (conversions.compressed_to_rgb(msg) if isinstance(msg, CompressedImage)
-                   else conversions.image_to_rgb(msg))
+            rgb = conversions.frame_to_rgb(msg)
         except conversions.FrameError as exc:
             self.stats.record_bad(str(exc))
             self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=LOG_THROTTLE_S)
@@ -195,15 +195,9 @@ class TaggerNode(LifecycleNode):
                                 f"{1000 * result.seconds:.2f} ms, in node {1000 * in_node:.2f} ms")
 
     def _publish_results(self, msg: Image | CompressedImage, rgb, result: Perceived) -> None:
-        self.pubs["tags"].publish(conversions.tag_array(result.tags, msg.header))
-        mask = result.segmentation.mask if result.segmentation is not None else None
-        num_classes = len(result.tags.vocabulary.classes)
-        if mask is not None:
-            self.pubs["label_mask"].publish(conversions.mask_to_image(mask, msg.header, num_classes))
-        if self.pubs["overlay"].get_subscription_count() > 0:
-            captions = [(t.class_id, f"{t.label} {t.score:.3f}") for t in result.tags.tags]
-            picture = render_overlay(rgb, mask, captions)
-            self.pubs["overlay"].publish(conversions.rgb_to_image(picture, msg.header))
+        overlay = self.pubs["overlay"].get_subscription_count() > 0  # drawn only when watched
+        for topic, out in conversions.result_messages(result, msg.header, rgb, overlay).items():
+            self.pubs[topic].publish(out)
 
     def _publish_label_info(self, threshold: float | None = None) -> None:
         if self.perception is None or "label_info" not in self.pubs:

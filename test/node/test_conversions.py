@@ -4,10 +4,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+from vision_msgs.msg import Classification, LabelInfo
 
 from tagclip_ros.core import BUILTIN
+from tagclip_ros.core.tagclip import TagResult, relative_threshold_tags
 from tagclip_ros.node import conversions
 from tagclip_ros.node.conversions import FrameError
 
@@ -89,7 +93,22 @@ def test_masks_are_mono8_or_mono16():
     assert np.frombuffer(bytes(large.data), "<u2").tolist() == [300, 303, 320, 301]
 
 
+def test_classification_lists_the_tags_best_first_by_label():
+    vocabulary = BUILTIN["voc"]
+    scores = np.zeros(len(vocabulary.classes))
+    scores[[3, 0, 14]] = [0.123456789, 0.2, 0.3]  # 0.123456789: a double that float32 rounds
+    tags = relative_threshold_tags(scores, vocabulary.classes, 0.3)
+    result = TagResult(vocabulary, scores, scores, tags, refined=torch.zeros(0))
+    header = Header(stamp=Time(sec=12, nanosec=34), frame_id="camera_optical")
+    message = conversions.classification(result, header)
+    assert isinstance(message, Classification) and message.header == header
+    assert [(h.class_id, h.score) for h in message.results] == [
+        (vocabulary.classes[14], 0.3), (vocabulary.classes[0], 0.2), (vocabulary.classes[3], 0.123456789)]
+    assert [h.class_id for h in message.results] == [t.label for t in conversions.tag_array(result, header).tags]
+
+
 def test_label_info_ids():
     info = conversions.label_info(BUILTIN["voc"], 0.5, Header())
+    assert isinstance(info, LabelInfo)
     assert [(c.class_id, c.class_name) for c in info.class_map[:2]] == [(0, "background"), (1, "aeroplane")]
     assert len(info.class_map) == 21 and info.threshold == 0.5

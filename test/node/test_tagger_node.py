@@ -19,10 +19,11 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+from vision_msgs.msg import Classification, LabelInfo
 
 from tagclip_ros.core import load_vocabulary, read_image
 from tagclip_ros.core.pipeline import Perception
-from tagclip_ros.msg import LabelInfo, TagArray
+from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
 
 from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until
@@ -107,8 +108,25 @@ def test_tags_and_mask_for_a_stamped_image(ros, raw_tagger, core_perception):
     assert set(np.unique(ids).tolist()) <= {0} | {t.class_id for t in answer.tags}
     # the core's mask (float16 argmax rule); another process may round a few CAM values apart
     assert np.mean(ids == perceived.segmentation.mask) >= 0.999
+
+
+def test_vision_msgs_classification_and_label_info(ros, raw_tagger):
+    """Subscribers that know only vision_msgs get the tags and the label map."""
+    process, info = raw_tagger
+    tags = ros.collect(TagArray, "/raw/tags")
+    classifications = ros.collect(Classification, "/raw/classification")
+    stamp = Camera(ros, "/raw/camera").send(rgb_to_image(chelsea(), Header()), 1500, 42)
+    classification, tag_array = answer_for(classifications, stamp), answer_for(tags, stamp)
+    assert classification.header == tag_array.header == Header(stamp=stamp, frame_id="camera_optical")
+    assert classification.results  # at least the top class
+    assert [(h.class_id, np.float32(h.score)) for h in classification.results] == \
+        [(t.label, np.float32(t.score)) for t in tag_array.tags]
+    scores = [h.score for h in classification.results]
+    assert scores == sorted(scores, reverse=True)
     latest = info[-1]
-    assert latest.class_map[0].class_name == "background" and len(latest.class_map) == 21
+    assert isinstance(latest, LabelInfo) and latest.threshold == 0.5
+    names = [(c.class_id, c.class_name) for c in latest.class_map]
+    assert names == [(0, "background")] + [(i + 1, n) for i, n in enumerate(load_vocabulary("voc").classes)]
 
 
 def set_vocabulary(ros: Client, namespace: str, names: list[str]):
