@@ -2,9 +2,13 @@
 # The main job: the tagclip_tagger node on a built-in image source, no ROS distro or camera needed.
 # Bootstraps .venv on first use, starts the node (config/tagger.yaml), publishes the images of
 # TAGCLIP_IMAGES (default: samples/) once and prints the tags that come back.
+#   TAGCLIP_IMAGES=/folder | /path/clip.mp4 | /dev/video0 | 0
+#                                      images, a video file (one pass) or a camera (until Ctrl-C)
 #   TAGCLIP_WEIGHTS=/path/ViT-B-16.pt  use a local checkpoint instead of downloading OpenAI's
 #   TAGCLIP_DEVICE=cuda                device (default auto)
 set -euo pipefail
+images=${TAGCLIP_IMAGES:-}
+if [ -n "$images" ] && [ -e "$images" ]; then images=$(realpath "$images"); fi  # from the caller's dir
 cd "$(dirname "$0")"
 scripts/bootstrap.sh
 . scripts/ros_env.sh .venv install
@@ -13,7 +17,7 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-42}
 # they would be lost. LARGE_DATA moves big samples over shared memory + TCP.
 export FASTDDS_BUILTIN_TRANSPORTS=${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}
 
-images=${TAGCLIP_IMAGES:-$PWD/samples}
+images=${images:-$PWD/samples}
 weights=${TAGCLIP_WEIGHTS:-}
 fixture=$PWD/../shared/fixtures/reference/clip_tiny12_seed1.pt
 if [ -z "$weights" ] && ! .venv/bin/python -c \
@@ -34,4 +38,4 @@ node_args=(--ros-args --params-file config/tagger.yaml -p "device:=${TAGCLIP_DEV
 node_pid=$!
 trap 'kill -INT $node_pid 2>/dev/null; wait $node_pid 2>/dev/null || true' EXIT
 echo "[run] tagger started (pid $node_pid); publishing $images"
-.venv/bin/image_source --ros-args -p "folder:=$images" -p once:=true
+.venv/bin/image_source --ros-args -p "source:=$images" -p loop:=false

@@ -1,0 +1,151 @@
+"""`image_source` as a real process over DDS: a video written by OpenCV arrives frame by frame, in
+order, raw and compressed, stamped with the current time; loop restarts it; bad sources exit
+with one sentence."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from tagclip_ros.node.conversions import compressed_to_rgb, image_to_rgb
+from tagclip_ros.node.harness import Client, wait_until
+
+from ..core.test_frames import FRAMES, frame_index, write_video
+
+IMAGE_SOURCE = os.path.join(os.path.dirname(sys.executable), "image_source")
+START_S = 120  # importing torch on a busy 2-core machine
+RATE = 10.0
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@pytest.fixture(scope="module")
+def ros():
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
+    rclpy.init()
+    client = Client()
+    yield client
+    client.close()
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> str:
+    return write_video(str(tmp_path_factory.mktemp("video") / "clip.avi"))
+
+
+class Received:
+    """Messages of one topic with the wall-clock time each reached the test."""
+
+    def __init__(self, ros: Client, msg_type: type, topic: str) -> None:
+        self.items: list[tuple[object, float]] = []
+        ros.node.create_subscription(msg_type, topic, lambda m: self.items.append((m, time.time())),
+                                     RELIABLE)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def start(namespace: str, log: str, **params) -> subprocess.Popen:
+    command = [IMAGE_SOURCE, "--ros-args", "-r", f"__ns:={namespace}"]
+    for name, value in params.items():
+        command += ["-p", f"{name}:={value}"]
+    with open(log, "w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(2)  # SIGINT, like Ctrl-C
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def pixels(msg: Image | CompressedImage):
+    """RGB pixels, decoded as the tagger decodes its input."""
+    return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+
+
+def stamp_seconds(msg) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["raw", "compressed"])
+def test_a_video_played_once_arrives_whole_in_order_with_current_stamps(ros, video, tmp_path,
+                                                                       compressed):
+    namespace = f"/once_{'jpeg' if compressed else 'raw'}"
+    msg_type, topic = (CompressedImage, "image/compressed") if compressed else (Image, "image")
+    received = Received(ros, msg_type, f"{namespace}/{topic}")
+    log = str(tmp_path / "source.log")
+    started = time.time()
+    process = start(namespace, log, source=video, loop="false", paced="false", rate=RATE,
+                    compressed=str(compressed).lower(), frame_id="test_cam")
+    try:
+        wait_until(lambda: process.poll() is not None, START_S, "image_source to finish its pass")
+    finally:
+        stop(process)
+    finished = time.time()
+    assert process.returncode == 0, read(log)
+    wait_until(lambda: len(received) >= FRAMES, 10, f"{FRAMES} frames")
+    messages = [m for m, _ in received.items]
+    assert [frame_index(pixels(m)) for m in messages] == list(range(FRAMES))
+    assert all(m.header.frame_id == "test_cam" for m in messages)
+    assert all(pixels(m).shape == (48, 64, 3) for m in messages)
+    if compressed:
+        assert all(m.format == "jpeg" for m in messages)
+    else:
+        assert all(m.encoding == "rgb8" for m in messages)
+    stamps = [stamp_seconds(m) for m in messages]
+    assert all(a < b for a, b in zip(stamps, stamps[1:])), stamps
+    assert started <= stamps[0] and stamps[-1] <= finished
+    assert all(stamp <= arrival for stamp, (_, arrival) in zip(stamps, received.items))
+    assert "Traceback" not in read(log)
+
+
+def test_loop_plays_the_video_again_until_stopped(ros, video, tmp_path):
+    received = Received(ros, Image, "/looped/image")
+    log = str(tmp_path / "source.log")
+    process = start("/looped", log, source=video, paced="false", rate=2 * RATE)
+    try:
+        wait_until(lambda: len(received) >= FRAMES + 3 or process.poll() is not None, START_S,
+                   "a second pass of the video")
+    finally:
+        code = stop(process)
+    assert code == 0, read(log)
+    indices = [frame_index(image_to_rgb(m)) for m, _ in received.items]
+    assert len(indices) >= FRAMES + 3, read(log)
+    assert indices == [i % FRAMES for i in range(len(indices))]
+    assert "Traceback" not in read(log)
+
+
+@pytest.mark.parametrize("source, params, words", [
+    ("{tmp}/missing.mp4", {}, "no such file or folder"),
+    ("{tmp}/text.avi", {}, "is not a video OpenCV can read"),
+    ("/dev/video99", {}, "there is no camera at /dev/video99"),
+    ("{video}", {"rate": 0}, "rate must be a positive number"),
+], ids=["missing file", "unreadable video", "absent camera", "zero rate"])
+def test_a_bad_source_exits_non_zero_with_one_sentence(ros, tmp_path, video, source, params,
+                                                       words):
+    (tmp_path / "text.avi").write_text("not a video\n")
+    source = source.format(tmp=tmp_path, video=video)
+    command = [IMAGE_SOURCE, "--ros-args", "-p", f"source:={source}"]
+    for name, value in params.items():
+        command += ["-p", f"{name}:={value}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=START_S)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
