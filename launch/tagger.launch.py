@@ -1,10 +1,13 @@
 """Launch the TagCLIP tagger on a camera topic.
 
     ros2 launch tagclip_ros tagger.launch.py image:=/camera/image_raw compressed:=true \
-        params_file:=my_tagger.yaml device:=cuda namespace:=front weights:=/models/ViT-B-16.pt
+        params_file:=my_tagger.yaml device:=cuda namespace:=front weights:=/models/ViT-B-16.pt \
+        rviz:=true
 
-The node comes up active (autostart) and publishes tags, label_mask, label_info and overlay in
-its namespace. The tests start the same command line: tagger_node --ros-args -r __ns:=/NS
+The node comes up active (autostart) and publishes tags, classification, label_mask, label_info
+and overlay in its namespace. `rviz:=true` also starts rviz2 (it must be installed) with
+config/tagger.rviz, in the same namespace, so that the config's relative topics `overlay` and
+`label_mask` are the node's. The tests start the same command line: tagger_node --ros-args -r __ns:=/NS
 --params-file FILE -p device:=D -p image_transport:=T -p model.weights:=W -r image:=TOPIC
 -r image/compressed:=TOPIC/compressed
 """
@@ -13,12 +16,15 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory("tagclip_ros"), "config", "tagger.yaml")
+    share = get_package_share_directory("tagclip_ros")
+    default_params = os.path.join(share, "config", "tagger.yaml")
+    namespace = LaunchConfiguration("namespace")
     image = LaunchConfiguration("image")
     compressed = LaunchConfiguration("compressed")
     transport = PythonExpression(["'compressed' if '", compressed, "'.lower() == 'true' else 'raw'"])
@@ -32,16 +38,25 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("weights", default_value="",
                               description="local checkpoint (default: download OpenAI ViT-B/16)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="also start rviz2 with config/tagger.rviz"),
         Node(
             package="tagclip_ros",
             executable="tagger_node",
             name="tagclip_tagger",
-            namespace=LaunchConfiguration("namespace"),
+            namespace=namespace,
             parameters=[LaunchConfiguration("params_file"),
                         {"device": LaunchConfiguration("device"), "image_transport": transport,
                          "model.weights": LaunchConfiguration("weights")}],
             remappings=[("image", image), ("image/compressed", [image, "/compressed"])],
             output="screen",
             emulate_tty=True,
+        ),
+        Node(
+            package="rviz2",
+            executable="rviz2",
+            namespace=namespace,
+            arguments=["-d", os.path.join(share, "config", "tagger.rviz")],
+            condition=IfCondition(LaunchConfiguration("rviz")),
         ),
     ])

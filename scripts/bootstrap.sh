@@ -9,7 +9,9 @@ VENV=${TAGCLIP_VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
-stamp_inputs() { cat requirements/*.txt pyproject.toml; "$PYTHON" --version; }
+# setup.py reads the package metadata (commands, version, dependencies) from package.xml and
+# requirements/core.txt: a change to any of them reinstalls.
+stamp_inputs() { cat requirements/*.txt pyproject.toml setup.py package.xml; "$PYTHON" --version; }
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
 stamp=$VENV/.tagclip-bootstrap
 

@@ -22,6 +22,7 @@ from ament_index_python.packages import get_package_share_directory  # noqa: E40
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from tagclip_ros.msg import TagArray  # noqa: E402
+from vision_msgs.msg import Classification  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "..", "..", "..", "shared", "fixtures", "reference", "clip_tiny12_seed1.pt")
@@ -39,7 +40,8 @@ def generate_test_description():
 
 
 class TestTaggerLaunch(unittest.TestCase):
-    """The launched node comes up active and answers an image with a TagArray."""
+    """The launched node comes up active and answers an image with a TagArray and a
+    vision_msgs/Classification."""
 
     @classmethod
     def setUpClass(cls):
@@ -52,19 +54,37 @@ class TestTaggerLaunch(unittest.TestCase):
         rclpy.shutdown()
 
     def test_image_in_tags_out(self):
-        received = []
+        received, classified = [], []
         self.node.create_subscription(TagArray, "/launch_test/tags", received.append, 10)
+        self.node.create_subscription(Classification, "/launch_test/classification",
+                                      classified.append, 10)
         publisher = self.node.create_publisher(Image, "/launch_test/camera", 10)
         pixels = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
         frame = Image(height=240, width=320, encoding="rgb8", step=960, data=pixels.tobytes())
         deadline = time.monotonic() + 240
-        while not received and time.monotonic() < deadline:
+        while not (received and classified) and time.monotonic() < deadline:
             if publisher.get_subscription_count() > 0:
                 frame.header.stamp = self.node.get_clock().now().to_msg()
                 publisher.publish(frame)
             rclpy.spin_once(self.node, timeout_sec=1.0)
         self.assertTrue(received, "no TagArray from the launched tagger")
         self.assertEqual(len(received[0].scores), 20)
+        self.assertTrue(classified and classified[0].results,
+                        "no vision_msgs/Classification from the launched tagger")
+
+
+class TestRvizArgument(unittest.TestCase):
+    """`rviz` is declared (`ros2 launch tagclip_ros tagger.launch.py --show-args` lists it) and
+    off by default, so that the launch above needs no rviz2."""
+
+    def test_rviz_argument(self):
+        from launch.launch_description_sources import \
+            get_launch_description_from_python_launch_file
+        path = os.path.join(get_package_share_directory("tagclip_ros"), "launch", "tagger.launch.py")
+        description = get_launch_description_from_python_launch_file(path)
+        arguments = {argument.name: argument for argument in description.get_launch_arguments()}
+        self.assertIn("rviz", arguments)
+        self.assertEqual([s.text for s in arguments["rviz"].default_value], ["false"])
 
 
 @launch_testing.post_shutdown_test()
