@@ -20,7 +20,7 @@ from .common import EXIT_USAGE
 
 # verb name → module of this package
 VERBS = {"classify": "classify", "tag": "tag", "segment": "segment",
-         "evaluate-masks": "evaluate_masks", "overlay": "overlay"}
+         "evaluate-masks": "evaluate_masks", "overlay": "overlay", "bag": "bag"}
 
 
 def build_parser() -> argparse.ArgumentParser:

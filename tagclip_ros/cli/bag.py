@@ -1,0 +1,78 @@
+"""`tagclip bag`: tag a recorded rosbag2 offline, into a copy that also holds the node's outputs."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from tqdm import tqdm
+
+from ..core import TagClipSettings, load_vocabulary
+from ..core.pipeline import SEGMENTATION_METHODS, Perception
+from .common import EXIT_SOME_FAILED, add_model_arguments, load_model_from, report
+
+HELP = "tag the image topics of a rosbag2 (mcap or sqlite3) into a copy of it"
+DESCRIPTION = ("Writes OUT, a rosbag2 in IN's storage format holding every message of IN "
+               "unchanged plus, for each image topic (sensor_msgs/Image or CompressedImage), "
+               "in its namespace (/robot/cam/image_raw -> /robot/cam/...): tags, "
+               "classification, label_mask (unless --no-masks), label_info and, with "
+               "--overlay, overlay; each with its image's header and log time. Frames that "
+               "cannot be decoded are reported, counted and skipped (exit code 1).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", metavar="IN", help="input rosbag2 folder (mcap or sqlite3)")
+    parser.add_argument("--out", required=True, help="output rosbag2 folder")
+    parser.add_argument("--topic", action="append", dest="topics", metavar="T",
+                        help="image topic to tag (repeatable; default: every image topic)")
+    parser.add_argument("--no-masks", action="store_true", help="tags only, no label_mask")
+    parser.add_argument("--method", default="clipes", choices=SEGMENTATION_METHODS,
+                        help="label-mask method (default clipes, the paper's)")
+    parser.add_argument("--overlay", action="store_true", help="also write overlay pictures")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    add_model_arguments(parser)
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """ValueError (one sentence) for a missing IN or an OUT that may not be replaced."""
+    if not os.path.exists(args.bag):
+        raise ValueError(f"{args.bag}: no such bag")
+    if os.path.abspath(args.bag) == os.path.abspath(args.out):
+        raise ValueError("--out must differ from the input bag")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise ValueError(f"{args.out} exists; choose another --out or pass --overwrite")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_paths(args)
+    try:
+        from ..node.bags import BagError, BagOptions, BagTagger
+    except ImportError as exc:
+        raise ValueError(f"tagclip bag needs ROS 2 Python and this package's messages ({exc}); "
+                         "source your ROS 2 workspace, or `. scripts/ros_env.sh .venv install`") from None
+    vocabulary = load_vocabulary(args.vocab, args.background)
+    loaded, cache = load_model_from(args)
+    perception = Perception(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold),
+                            text_cache=cache)
+    options = BagOptions(None if args.no_masks else args.method, args.overlay, args.topics)
+    bars: list[tqdm] = []  # made once the image topics are known, so errors come alone
+
+    def on_start(total: int) -> None:
+        bars.append(tqdm(total=total, desc="bag", unit="frame"))
+
+    def on_frame(problem: str | None) -> None:
+        bars[0].update()
+        if problem:
+            report(f"skipping frame: {problem}")
+    try:
+        result = BagTagger(perception, options).run(args.bag, args.out, on_start, on_frame)
+    except BagError as exc:
+        raise ValueError(str(exc)) from None
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"{args.out}: tagged {result.frames} frames, {len(result.bad)} bad")
+    if result.bad:
+        report(f"{len(result.bad)} of {result.frames + len(result.bad)} frames could not be "
+               "decoded and were skipped")
+        return EXIT_SOME_FAILED
+    return 0

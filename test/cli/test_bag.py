@@ -1,0 +1,195 @@
+"""`tagclip bag` as a user runs it: real rosbag2 files (mcap and sqlite3) written with rosbags,
+the verb as a separate process, the output read back with the package's message definitions."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from tagclip_ros.core import read_image
+
+from ..conftest import IMAGES, WEIGHTS
+from . import helpers
+
+STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+T0 = 1_700_000_000_000_000_000  # log time of the first message, ns
+
+
+def run_cli(*args: str, cache: str) -> subprocess.CompletedProcess:
+    return helpers.run_cli(*args, "--weights", WEIGHTS, "--device", "cpu", cache=cache)
+
+
+@pytest.fixture(scope="module")
+def store():
+    from tagclip_ros.node.bags import package_typestore
+    return package_typestore()
+
+
+def frames() -> list[np.ndarray]:
+    """Two small real photographs (RGB)."""
+    return [cv2.resize(read_image(os.path.join(IMAGES, name)), (96, 64), interpolation=cv2.INTER_AREA)
+            for name in ("chelsea.jpg", "coffee.jpg")]
+
+
+def header(store, stamp: int, frame_id: str):
+    types = store.types
+    return types["std_msgs/msg/Header"](
+        stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9),
+        frame_id=frame_id)
+
+
+def raw_image(store, rgb: np.ndarray, encoding: str, stamp: int, frame_id: str):
+    pixels = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1], "mono8": cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)}[encoding]
+    pixels = np.ascontiguousarray(pixels)
+    channels = 1 if pixels.ndim == 2 else 3
+    return store.types["sensor_msgs/msg/Image"](
+        header=header(store, stamp, frame_id), height=pixels.shape[0], width=pixels.shape[1],
+        encoding=encoding, is_bigendian=0, step=pixels.shape[1] * channels,
+        data=pixels.reshape(-1).view(np.uint8))
+
+
+def jpeg_image(store, rgb: np.ndarray, stamp: int, frame_id: str, data: bytes | None = None):
+    if data is None:
+        data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+    return store.types["sensor_msgs/msg/CompressedImage"](
+        header=header(store, stamp, frame_id), format="jpeg", data=np.frombuffer(data, np.uint8))
+
+
+def decoded(store, topic: str, msg) -> np.ndarray:
+    """The RGB pixels of an input frame, decoded without the package's conversions."""
+    if topic.endswith("compressed"):
+        return cv2.cvtColor(cv2.imdecode(np.asarray(msg.data), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    pixels = np.asarray(msg.data).reshape(msg.height, msg.width, -1)
+    if msg.encoding == "bgr8":
+        return np.ascontiguousarray(pixels[:, :, ::-1])
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def write_bag(store, path: str, storage: str) -> dict:
+    """A bag with rgb8, bgr8, mono8 and JPEG camera topics (two frames each), a non-image
+    topic, a corrupt JPEG frame and a raw frame with a wrong step. Returns {(topic, log time): message} of the good frames."""
+    good, plan = frames(), []
+    for i, rgb in enumerate(good):
+        t = T0 + i * 10**8
+        plan += [("/robot/cam/image_raw", raw_image(store, rgb, "rgb8", t + 1, "cam"), t + 5),
+                 ("/robot/bgr/image", raw_image(store, rgb, "bgr8", t + 2, "bgr"), t + 6),
+                 ("/robot/mono/image", raw_image(store, rgb, "mono8", t + 3, "mono"), t + 7),
+                 ("/robot/jpeg/image_raw/compressed", jpeg_image(store, rgb, t + 4, "jpeg"), t + 8)]
+    corrupt = jpeg_image(store, good[0], T0 + 3 * 10**8, "jpeg", b"\xff\xd8 not a jpeg")
+    short = raw_image(store, good[0], "rgb8", T0 + 4 * 10**8, "cam")
+    short.step = short.width  # one byte per rgb8 pixel: a wrong step
+    bad = [("/robot/jpeg/image_raw/compressed", corrupt, T0 + 3 * 10**8),
+           ("/robot/cam/image_raw", short, T0 + 4 * 10**8)]
+    plan += bad
+    status = store.types["std_msgs/msg/String"](data="battery ok")
+    plan.append(("/robot/status", status, T0 + 50))
+    with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
+        connections = {}
+        for topic, msg, _ in plan:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msg.__msgtype__, typestore=store)
+        for topic, msg, log_time in sorted(plan, key=lambda p: p[2]):
+            writer.write(connections[topic], log_time, store.serialize_cdr(msg, msg.__msgtype__))
+    return {(topic, log_time): msg for topic, msg, log_time in plan
+            if "Image" in msg.__msgtype__ and all(msg is not b[1] for b in bad)}
+
+
+def read_bag(path: str) -> tuple[dict, list]:
+    """Connections by topic and every (topic, log time, raw bytes), in the bag's order."""
+    with Reader(path) as reader:
+        connections = {c.topic: c for c in reader.connections}
+        messages = [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()]
+        return connections, messages
+
+
+def classify_pixels(pixels: list[np.ndarray], folder, cache: str) -> list[list[float]]:
+    """Scores `tagclip classify` gives for these pixels (saved losslessly as PNG)."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, rgb in enumerate(pixels):
+        paths.append(os.path.join(folder, f"{i:03d}.png"))
+        cv2.imwrite(paths[-1], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = os.path.join(folder, "scores.json")
+    done = run_cli("classify", *paths, "--json", out, cache=cache)
+    assert done.returncode == 0, done.stderr
+    with open(out, encoding="utf-8") as f:
+        return [r["scores"] for r in json.load(f)["results"]]
+
+
+@pytest.mark.parametrize("storage", sorted(STORAGES))
+def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
+    source, target = str(tmp_path / "in"), str(tmp_path / "out")
+    frames_in = write_bag(store, source, storage)
+
+    done = run_cli("bag", source, "--out", target, "--vocab", "voc", "--overlay", cache=text_cache_dir)
+
+    assert done.returncode == 1, done.stderr  # the two bad frames
+    assert "corrupt or undecodable" in done.stderr and "step 96 is smaller" in done.stderr
+    assert "2 of 10 frames could not be decoded" in done.stderr and "Traceback" not in done.stderr
+    with open(os.path.join(target, "metadata.yaml"), encoding="utf-8") as f:
+        assert yaml.safe_load(f)["rosbag2_bagfile_information"]["storage_identifier"] == storage
+    in_connections, in_messages = read_bag(source)
+    out_connections, out_messages = read_bag(target)
+    # every input message unchanged, in order, with the same connection metadata
+    copied = [m for m in out_messages if m[0] in in_connections]
+    assert copied == in_messages
+    for topic, connection in in_connections.items():
+        assert (out_connections[topic].msgtype, out_connections[topic].msgdef) == \
+            (connection.msgtype, connection.msgdef)
+    # per good frame: tags, classification, label_mask and overlay with its header and log time
+    outputs = {}
+    for topic, log_time, raw in out_messages:
+        if topic not in in_connections:
+            msg = store.deserialize_cdr(raw, out_connections[topic].msgtype)
+            outputs.setdefault(topic, []).append((log_time, msg))
+    spaces = ["/robot/cam", "/robot/bgr", "/robot/mono", "/robot/jpeg"]
+    assert set(outputs) == {f"{s}/{n}" for s in spaces for n in
+                            ("tags", "classification", "label_mask", "overlay", "label_info")}
+    pixels, tag_arrays = [], []
+    for (topic, log_time), msg in sorted(frames_in.items(), key=lambda kv: kv[0][1]):
+        space = "/" + "/".join(topic.strip("/").split("/")[:2])
+        found = {}
+        for name in ("tags", "classification", "label_mask", "overlay"):
+            matches = [m for t, m in outputs[f"{space}/{name}"] if t == log_time]
+            assert len(matches) == 1, (topic, name)
+            assert matches[0].header == msg.header
+            found[name] = matches[0]
+        mask = found["label_mask"]
+        assert (mask.height, mask.width, mask.encoding) == (64, 96, "mono8")
+        tags = found["tags"]
+        assert [(h.class_id, h.score) for h in found["classification"].results] == \
+            [(t.label, pytest.approx(t.score, abs=1e-12)) for t in tags.tags]
+        pixels.append(decoded(store, topic, msg))
+        tag_arrays.append(tags)
+    for space in spaces:
+        [(log_time, info)] = outputs[f"{space}/label_info"]
+        assert info.class_map[0].class_name == "background" and len(info.class_map) == 21
+    expected = classify_pixels(pixels, tmp_path / "png", text_cache_dir)
+    for tags, scores in zip(tag_arrays, expected):
+        np.testing.assert_allclose(tags.scores, scores, rtol=0, atol=1e-6)
+
+
+def test_existing_output_is_refused_and_topics_are_checked(store, tmp_path, text_cache_dir):
+    source, target = str(tmp_path / "in"), str(tmp_path / "out")
+    write_bag(store, source, "mcap")
+    os.makedirs(target)
+
+    refused = run_cli("bag", source, "--out", target, cache=text_cache_dir)
+    assert refused.returncode == 2 and "exists" in refused.stderr and "--overwrite" in refused.stderr
+    missing = run_cli("bag", source, "--out", target, "--overwrite", "--topic", "/nope",
+                      cache=text_cache_dir)
+    assert missing.returncode == 2 and "/nope" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
+    only = run_cli("bag", source, "--out", target, "--overwrite", "--no-masks", "--method", "dmar",
+                   "--topic", "/robot/mono/image", cache=text_cache_dir)
+    assert only.returncode == 0, only.stderr
+    out_connections, _ = read_bag(target)
+    added = set(out_connections) - set(read_bag(source)[0])
+    assert added == {"/robot/mono/tags", "/robot/mono/classification", "/robot/mono/label_info"}
+    assert not os.path.exists(target + ".partial")
