@@ -6,11 +6,15 @@ cv-bridge is the ROS 1 build); the checks around it turn every malformed frame i
 """
 from __future__ import annotations
 
+import io
+import re
+import warnings
 from types import SimpleNamespace
 from typing import Any
 
 import cv2
 import numpy as np
+import PIL.Image
 from rosbags.image import ImageConversionError, ImageFormatError, compressed_image_to_cvimage
 from rosbags.image import image_to_cvimage
 from rosbags.image.image import to_cvtype
@@ -18,7 +22,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
 
-from ..core.image import ImageError, check_size, to_rgb
+from ..core.image import MAX_PIXELS, ImageError, check_size, to_rgb
 from ..core.overlay import render_overlay
 from ..core.pipeline import Perceived
 from ..core.tagclip import TagResult
@@ -26,6 +30,13 @@ from ..core.vocab import Vocabulary
 from ..msg import Tag, TagArray
 
 BACKGROUND_LABEL = "background"
+# Compressed formats accepted: those OpenCV decodes whose size PIL reads from the header alone,
+# so that a small message declaring a huge picture is refused before anything is allocated.
+COMPRESSED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM")
+# 4:2:0 planar encodings: `height` picture rows of Y, then height / 2 rows of interleaved chroma
+# (ROS 2 sensor_msgs/image_encodings: height scaling 1.5).
+PLANAR_420 = {"nv12": cv2.COLOR_YUV2RGB_NV12, "nv21": cv2.COLOR_YUV2RGB_NV21}
+EVEN_WIDTH = {"uyvy", "yuv422", "yuyv", "yuv422_yuy2", *PLANAR_420}
 
 
 class FrameError(ValueError):
@@ -33,7 +44,8 @@ class FrameError(ValueError):
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a sensor_msgs/Image of any encoding rosbags-image knows."""
+    """RGB uint8 (H, W, 3) from a sensor_msgs/Image of any encoding rosbags-image knows, plus
+    nv12/nv21 as ROS 2 lays them out (FrameError, with a sentence, for anything unusable)."""
     try:
         check_size(msg.height, msg.width)
         _, _, typestr, channels = to_cvtype(msg.encoding)
@@ -41,31 +53,76 @@ def image_to_rgb(msg: Image) -> np.ndarray:
         raise FrameError(str(exc)) from None
     except ImageFormatError:
         raise FrameError(f"unsupported image encoding {msg.encoding!r}") from None
+    if np.dtype(typestr).kind == "f":  # depth or feature maps: no colours to show the model
+        raise FrameError(f"unsupported image encoding {msg.encoding!r} (floating point)")
+    if msg.encoding in EVEN_WIDTH and msg.width % 2:
+        raise FrameError(f"{msg.encoding} needs an even width, not {msg.width}")
+    planar = msg.encoding in PLANAR_420
+    if planar and msg.height % 2:
+        raise FrameError(f"{msg.encoding} needs an even height, not {msg.height}")
     row_bytes = msg.width * channels * np.dtype(typestr).itemsize
+    rows_in_data = msg.height * 3 // 2 if planar else msg.height
     if msg.step < row_bytes:
         raise FrameError(f"step {msg.step} is smaller than a {msg.width}-pixel {msg.encoding} "
                          f"row ({row_bytes} bytes)")
-    if len(msg.data) < msg.step * msg.height:
-        raise FrameError(f"data holds {len(msg.data)} bytes but step × height is "
-                         f"{msg.step * msg.height}")
-    rows = np.frombuffer(msg.data, np.uint8, count=msg.step * msg.height).reshape(msg.height, msg.step)
-    packed = SimpleNamespace(encoding=msg.encoding, height=msg.height, width=msg.width,
-                             is_bigendian=msg.is_bigendian,
-                             data=np.ascontiguousarray(rows[:, :row_bytes]).data)
+    if len(msg.data) < msg.step * rows_in_data:
+        raise FrameError(f"data holds {len(msg.data)} bytes but {msg.encoding} needs step × "
+                         f"{rows_in_data} rows = {msg.step * rows_in_data}")
+    rows = np.frombuffer(msg.data, np.uint8, count=msg.step * rows_in_data)
+    pixels = np.ascontiguousarray(rows.reshape(rows_in_data, msg.step)[:, :row_bytes])
     try:
+        if planar:
+            return to_rgb(cv2.cvtColor(pixels, PLANAR_420[msg.encoding]))
+        packed = SimpleNamespace(encoding=msg.encoding, height=msg.height, width=msg.width,
+                                 is_bigendian=msg.is_bigendian, data=pixels.data)
         return to_rgb(image_to_cvimage(packed, "rgb8"))
-    except (ImageConversionError, ImageError, cv2.error) as exc:
+    except (ImageConversionError, ImageFormatError, ImageError) as exc:
         raise FrameError(f"cannot convert {msg.encoding} to rgb8 ({exc})") from None
+    except cv2.error as exc:
+        raise FrameError(f"cannot convert {msg.encoding} to rgb8 ({opencv_reason(exc)})") from None
+
+
+def opencv_reason(exc: cv2.error) -> str:
+    """The one-line reason of an OpenCV error, whose text names a source file and spans lines:
+    "OpenCV(5.0.0) /path/x.cpp:108: error: (-215:Assertion failed) REASON in function 'f'"."""
+    text = " ".join(str(exc).split())
+    match = re.search(r"error: \(-?\d+:[^)]*\) (.*)", text)
+    return match.group(1) if match else text
+
+
+def compressed_size(data: bytes, fmt: str = "") -> tuple[int, int]:
+    """(height, width) a compressed image declares in its header, read without decoding it;
+    FrameError if it is not one of COMPRESSED_FORMATS or declares more than MAX_PIXELS."""
+    try:
+        with warnings.catch_warnings():  # of corrupt EXIF, or of > 89 M pixels: refused below
+            warnings.simplefilter("ignore")
+            with PIL.Image.open(io.BytesIO(data), formats=COMPRESSED_FORMATS) as image:
+                width, height = image.size
+    except PIL.Image.DecompressionBombError:
+        raise FrameError(f"compressed image is larger than {MAX_PIXELS} pixels") from None
+    except Exception:  # noqa: BLE001 - PIL's header parsers raise many types on garbage
+        raise FrameError(f"corrupt or undecodable compressed image (format {fmt!r}; "
+                         f"{'/'.join(COMPRESSED_FORMATS)} accepted)") from None
+    try:
+        check_size(height, width)
+    except ImageError as exc:
+        raise FrameError(f"compressed {exc}") from None
+    return height, width
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """RGB uint8 from a sensor_msgs/CompressedImage (JPEG, PNG, ...)."""
-    if len(msg.data) == 0:
+    """RGB uint8 from a sensor_msgs/CompressedImage (JPEG, PNG, ...); its header's size is
+    checked before decoding, so a few bytes cannot make OpenCV allocate gigabytes."""
+    data = bytes(msg.data)
+    if not data:
         raise FrameError("compressed image is empty")
+    compressed_size(data, msg.format)
     try:
-        decoded = compressed_image_to_cvimage(msg)
+        decoded = compressed_image_to_cvimage(SimpleNamespace(data=data))
     except AssertionError:  # rosbags-image asserts on what OpenCV cannot decode
         raise FrameError(f"corrupt or undecodable compressed image (format {msg.format!r})") from None
+    except cv2.error as exc:
+        raise FrameError(f"cannot decode compressed image ({opencv_reason(exc)})") from None
     if decoded.ndim == 3 and decoded.shape[2] >= 3:
         decoded = decoded[:, :, 2::-1]  # OpenCV decodes to BGR(A)
     try:
