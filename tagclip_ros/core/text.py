@@ -5,13 +5,21 @@ the transformer runs only up to the longest prompt's end-of-text token instead o
 77-token context (the causal mask means later positions never influence earlier ones, so the
 features are the same), and every name's feature is cached in memory and on disk, so a
 vocabulary change encodes only names never seen before with these weights and templates.
+
+The disk cache is a convenience, never an input: an entry is trusted only after it proves to be
+the feature of this name, template set and weights (see `FeatureStore`); anything else (empty,
+truncated, another format, a pickle, NaN, wrong shape, written for another name) is encoded
+again and rewritten, so nothing in the cache folder can crash the program or change a score.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import secrets
+import stat
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import numpy as np
 import open_clip
@@ -21,6 +29,10 @@ from .loading import LoadedModel
 from .prompts import resolve_templates
 
 PROMPTS_PER_BATCH = 1024
+ENTRY_SUFFIX = ".v2.npy"  # not plain ".npy": older releases wrote bare arrays under that name
+NORM_TOLERANCE = 1e-4  # an encoded feature's norm is 1 to float32 rounding (~1e-7)
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                      (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def default_cache_dir() -> str:
@@ -76,6 +88,10 @@ class TextFeatureCache:
     def __init__(self, loaded: LoadedModel, cache_dir: str | None = None) -> None:
         self.loaded = loaded
         self.cache_dir = cache_dir
+        dtype = str(loaded.dtype).removeprefix("torch.")
+        dim = int(loaded.model.text_projection.shape[-1])
+        self.store = (FeatureStore(cache_dir, f"{loaded.weights_id}-{dtype}", dim)
+                      if cache_dir else None)
         self._memory: dict[tuple[str, str], np.ndarray] = {}
         self.encoded_names = 0  # how many names were actually run through the text encoder
 
@@ -91,41 +107,127 @@ class TextFeatureCache:
             self.encoded_names += len(missing)
             for name, feature in zip(missing, encoded):
                 self._memory[(key, name)] = feature
-                self._save_to_disk(key, name, feature)
+                if self.store is not None:
+                    self.store.write(key, name, feature)
         stacked = np.stack([self._memory[(key, n)] for n in names])
         return torch.from_numpy(stacked).to(self.loaded.device)
 
-    def _path(self, key: str, name: str) -> str | None:
-        if not self.cache_dir:
-            return None
-        dtype = str(self.loaded.dtype).removeprefix("torch.")
-        weights = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.loaded.weights_id}-{dtype}")
-        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()
-        return os.path.join(self.cache_dir, weights, key, digest + ".npy")
-
     def _load_from_disk(self, key: str, name: str) -> bool:
-        path = self._path(key, name)
-        if path is None or not os.path.isfile(path):
+        feature = self.store.read(key, name) if self.store is not None else None
+        if feature is None:
             return False
-        try:
-            self._memory[(key, name)] = np.load(path)
-        except (OSError, ValueError):
-            return False  # a damaged cache entry is simply encoded again
+        self._memory[(key, name)] = feature
         return True
 
-    def _save_to_disk(self, key: str, name: str, feature: np.ndarray) -> None:
-        path = self._path(key, name)
-        if path is None:
-            return
+
+class FeatureStore:
+    """Text features on disk: one `.npy` file per (weights, template set, name).
+
+    An entry is a single structured record — the name, template key and weights tag it was
+    written for, and the float32 feature — saved without pickles. `read` trusts an entry only
+    if its header declares exactly that record (checked before any data is read, so a damaged
+    or hostile file costs at most one header and one record's bytes), the name, key and tag
+    match, and the feature is finite and of unit norm; it never unpickles. `write` makes an
+    entry appear whole or not at all, even with several processes writing the same entries."""
+
+    def __init__(self, root: str, weights_tag: str, dim: int) -> None:
+        self.root = root
+        self.weights_tag = weights_tag
+        self.dim = dim
+
+    def path(self, key: str, name: str) -> str:
+        """Where the entry of `name` under template key `key` lives."""
+        folder = re.sub(r"[^A-Za-z0-9_.-]", "_", self.weights_tag)
+        digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()  # any str
+        return os.path.join(self.root, folder, key[:16], digest + ENTRY_SUFFIX)
+
+    def read(self, key: str, name: str) -> np.ndarray | None:
+        """The cached feature of `name`, or None when absent or not provably right."""
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, feature)
-            os.replace(tmp, path)
+            record = _read_record(self.path(key, name), self._record_dtype(key, name))
+        except Exception:  # any failure to parse untrusted bytes only means "not cached"
+            return None
+        if record is None or (str(record["name"]), str(record["templates"]),
+                              str(record["weights"])) != (name, key, self.weights_tag):
+            return None
+        feature = np.array(record["feature"], dtype=np.float32)
+        return feature if self.is_valid(feature) else None
+
+    def write(self, key: str, name: str, feature: np.ndarray) -> None:
+        """Store a feature (silently not, if the folder is not writable: that costs only speed)."""
+        if not self.is_valid(feature):
+            return  # never store what `read` would refuse
+        record = np.array((name, key, self.weights_tag, feature), self._record_dtype(key, name))
+        try:
+            _replace_atomically(self.path(key, name), record)
         except OSError:
-            pass  # a read-only cache only costs speed
+            pass
+
+    def is_valid(self, feature: np.ndarray) -> bool:
+        """A text feature as `encode_names` makes it: (D,) float32, finite, unit norm."""
+        return (feature.shape == (self.dim,) and feature.dtype == np.float32
+                and bool(np.isfinite(feature).all())
+                and abs(float(np.linalg.norm(feature.astype(np.float64))) - 1.0) <= NORM_TOLERANCE)
+
+    def _record_dtype(self, key: str, name: str) -> np.dtype:
+        return np.dtype([("name", f"<U{max(len(name), 1)}"), ("templates", f"<U{max(len(key), 1)}"),
+                         ("weights", f"<U{max(len(self.weights_tag), 1)}"),
+                         ("feature", "<f4", (self.dim,))])
+
+
+def _read_record(path: str, expected: np.dtype) -> np.void | None:
+    """The one record of a `.npy` file whose header declares exactly `expected` (a 0-d array
+    of that dtype and nothing after it), else None."""
+    f = _open_regular_file(path)
+    if f is None:
+        return None
+    with f:
+        reader = NPY_HEADER_READERS.get(np.lib.format.read_magic(f))
+        if reader is None:
+            return None
+        shape, _, dtype = reader(f)
+        if shape != () or dtype != expected:
+            return None
+        data = f.read(expected.itemsize + 1)
+    return np.frombuffer(data, expected)[0] if len(data) == expected.itemsize else None
+
+
+def _open_regular_file(path: str) -> BinaryIO | None:
+    """`path` opened for reading if it is a regular file (not a FIFO or device, which could
+    block or never end), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _replace_atomically(path: str, record: np.ndarray) -> None:
+    """Write `path` so that readers in any process see the previous file or the whole new one.
+
+    The record goes to a temporary file of its own (a random name, created exclusively, so
+    concurrent writers never share one), is flushed to disk, then renamed over `path`; rename
+    is atomic on POSIX file systems. A crash leaves at most a stray `.tmp` file, never a
+    partial entry."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.{os.getpid()}-{secrets.token_hex(8)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, record, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
 
 
 def _templates_key(templates: tuple[str, ...]) -> str:
-    return hashlib.sha1("\n".join(templates).encode("utf-8")).hexdigest()[:16]
+    """The identity of a template set (its folder name is the first 16 digits; entries hold
+    all 40, which a read checks)."""
+    return hashlib.sha1("\n".join(templates).encode("utf-8")).hexdigest()
