@@ -18,7 +18,8 @@ DESCRIPTION = ("Tags every image into a tag file in the official classify.py for
                "('stem id id ...', 0-based ids in ascending order; the top class when none "
                "passes the threshold), each line appended as soon as the image is done, "
                "and each image's scores to OUT.scores.jsonl (what --eval ranks). Images "
-               "already in OUT are skipped unless --overwrite, so a killed run resumes.")
+               "with whole lines in both are skipped unless --overwrite, so a killed run "
+               "resumes.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,16 +49,25 @@ def tag_inputs(args: argparse.Namespace, num_classes: int) -> list[tuple[SplitEn
 
 
 def resume_tag_file(path: str, num_classes: int) -> tuple[dict, dict]:
-    """Tags and scores of an earlier run into `path`, rewritten cleanly (an unfinished last
-    line dropped) so that this run can append to them."""
+    """Tags and scores of an earlier run into `path`, both files rewritten cleanly (unfinished
+    last lines dropped, temporaries of a killed rewrite removed) so that this run can append
+    whole lines to them."""
+    score_path = dataset.scores_path(path)
+    dataset.remove_stale_partials([path, score_path])
     tags, partial = dataset.read_progress(path, num_classes)
-    scores = dataset.read_scores(dataset.scores_path(path))
+    scores = dataset.read_scores(score_path, num_classes)
     if partial:
         report(f"{path}: dropping an unfinished last line left by an interrupted run")
-    if tags or partial:
+    if os.path.exists(path) or os.path.exists(score_path):
         dataset.write_tag_file(path, tags)
-        dataset.write_scores(dataset.scores_path(path), scores)
+        dataset.write_scores(score_path, scores)
     return tags, scores
+
+
+def tagged(stem: str, tags: dict, scores: dict) -> bool:
+    """Whether an earlier run finished this image: its tag line and its scores line are both
+    whole (a run killed between the two appends redoes the image)."""
+    return stem in tags and stem in scores
 
 
 def tag_images(classifier: TagClip, todo: list[tuple[SplitEntry, str]], out: str,
@@ -80,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = tag_inputs(args, len(vocabulary.classes))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     old_tags, old_scores = resume_tag_file(args.out, len(vocabulary.classes))
-    todo, skipped = dataset.split_done(inputs, lambda item: item[0].stem in old_tags,
-                                       args.overwrite)
+    todo, skipped = dataset.split_done(
+        inputs, lambda item: tagged(item[0].stem, old_tags, old_scores), args.overwrite)
     report_skipped(skipped, len(inputs), args.out)
     new_tags: dict = {}
     new_scores: dict = {}

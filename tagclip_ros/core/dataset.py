@@ -12,13 +12,17 @@ model, ROS or a command line, so each piece can be tested on its own.
   ground truth), coloured with the PASCAL VOC palette.
 - CAMs: a `.npy` holding a pickled dict, loadable with `np.load(path, allow_pickle=True).item()`
   like the official CLIP-ES files.
-- Resumption: an output counts as done once it exists; every file is written to a temporary
-  name and renamed, so an interrupted run never leaves a half-written file that looks done.
+- Resumption: every file written whole goes through a hidden `.NAME.*.partial` file renamed
+  into place, so a killed run never leaves a half-written file under an output's name; files
+  that grow (tag and scores files) count a line only once its newline is written. On resume
+  an output counts as done only when it is complete (`output_complete`), so even a truncated
+  file from elsewhere (an interrupted copy, an older tool) is redone rather than trusted.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickletools
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +36,8 @@ from .segment import CAM_STORAGE_DTYPE
 
 IGNORE_LABEL = 255
 MAX_MASK_CLASSES = IGNORE_LABEL - 1  # ids 1..254 fit an 8-bit mask beside background and ignore
+PARTIAL_SUFFIX = ".partial"  # temporaries: .NAME.<random>.partial beside NAME
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk that closes every PNG
 T = TypeVar("T")
 V = TypeVar("V")
 
@@ -117,17 +123,26 @@ def format_tag_line(stem: str, class_ids: Iterable[int]) -> str:
 # Tag files that grow while a run goes on
 
 
+def complete_lines(path: str) -> tuple[list[str], bool]:
+    """The lines of a file that grows by whole lines (without their newlines), and whether an
+    unfinished last line was dropped. A line counts only once its newline is written: it is
+    the last byte of each append, so a run killed mid-write never leaves a line that passes,
+    even one cut where its text would still read (`a 1 14` cut to `a 1`). A missing file has
+    no lines."""
+    if not os.path.exists(path):
+        return [], False
+    with open(path, encoding="utf-8", newline="\n") as f:
+        lines = f.read().split("\n")
+    return lines[:-1], lines[-1] != ""
+
+
 def read_progress(path: str, num_classes: int | None = None) -> tuple[dict[str, tuple[int, ...]], bool]:
     """The tags already in a tag file being resumed: {stem: ids}, later lines winning, and
     whether an unfinished last line (no newline: the run was killed mid-write) was dropped.
     A missing file is an empty result."""
-    if not os.path.exists(path):
-        return {}, False
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    partial = lines[-1] != ""
+    lines, partial = complete_lines(path)
     tags: dict[str, tuple[int, ...]] = {}
-    for number, text in enumerate(lines[:-1], start=1):
+    for number, text in enumerate(lines, start=1):
         entry = parse_split_line(text, number, path, num_classes)
         if entry is not None:
             tags[entry.stem] = entry.labels
@@ -156,18 +171,20 @@ def scores_path(tag_path: str) -> str:
     return tag_path + ".scores.jsonl"
 
 
-def read_scores(path: str) -> dict[str, list[float]]:
-    """{stem: scores} from a scores file (later lines win; a broken last line is ignored)."""
-    if not os.path.exists(path):
-        return {}
+def read_scores(path: str, num_classes: int | None = None) -> dict[str, list[float]]:
+    """{stem: scores} from a scores file, later lines winning. Only whole lines (see
+    `complete_lines`) that hold a record with `num_classes` scores count: a line cut by a killed
+    run, or written for another vocabulary, is ignored, so its image is scored again."""
     scores: dict[str, list[float]] = {}
-    with open(path, encoding="utf-8") as f:
-        for text in f:
-            try:
-                record = json.loads(text)
-                scores[str(record["stem"])] = [float(v) for v in record["scores"]]
-            except (ValueError, KeyError, TypeError):
-                continue  # only an interrupted final write leaves such a line
+    for text in complete_lines(path)[0]:
+        try:
+            record = json.loads(text)
+            values = [float(v) for v in record["scores"]]
+            stem = str(record["stem"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if num_classes is None or len(values) == num_classes:
+            scores[stem] = values
     return scores
 
 
@@ -192,11 +209,12 @@ def append_line(handle: IO[str], text: str) -> None:
 
 
 def atomic_write(path: str, write: Callable[[IO], None], mode: str = "wb") -> None:
-    """Write `path` through a temporary file in the same folder and rename it into place, so
-    the path either does not exist or is complete."""
-    folder = os.path.dirname(os.path.abspath(path))
+    """Write `path` through a temporary file in the same folder (`.NAME.<random>.partial`, a
+    name no output pattern matches) and rename it into place, so the path either does not
+    exist or is complete, even when the process is killed."""
+    folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=PARTIAL_SUFFIX)
     try:
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 would hide results
         with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
@@ -206,6 +224,34 @@ def atomic_write(path: str, write: Callable[[IO], None], mode: str = "wb") -> No
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def partial_target(name: str) -> str | None:
+    """The output name an `atomic_write` temporary stands for (`.a.png.x1_y.partial` → `a.png`),
+    None for any other name."""
+    if not (name.startswith(".") and name.endswith(PARTIAL_SUFFIX)):
+        return None
+    target, _, random = name[1:-len(PARTIAL_SUFFIX)].rpartition(".")
+    return target if target and random else None
+
+
+def remove_stale_partials(paths: Iterable[str]) -> int:
+    """Delete the temporaries that a killed run left for these output paths (one folder listing
+    per folder; other files are left alone); how many were removed. Two runs writing the same
+    outputs at once are not supported anyway, so any such temporary is stale."""
+    wanted: dict[str, set[str]] = {}
+    for path in paths:
+        folder, name = os.path.split(os.path.abspath(path))
+        wanted.setdefault(folder, set()).add(name)
+    removed = 0
+    for folder, names in wanted.items():
+        if not os.path.isdir(folder):
+            continue
+        for entry in os.scandir(folder):
+            if partial_target(entry.name) in names and entry.is_file(follow_symlinks=False):
+                os.remove(entry.path)
+                removed += 1
+    return removed
 
 
 def current_umask() -> int:
@@ -295,6 +341,54 @@ def split_done(items: Sequence[T], is_done: Callable[[T], bool],
         return list(items), 0
     todo = [item for item in items if not is_done(item)]
     return todo, len(items) - len(todo)
+
+
+def output_complete(path: str) -> bool:
+    """Whether an output file is whole: a PNG ends with its IEND chunk, a CAM file (`.npy`) is
+    a whole pickle; any other file only has to exist. Cheap for PNGs (their last 12 bytes), a
+    full read for CAM files, whose pickled maps have no length to check."""
+    if path.endswith(".png"):
+        return ends_with(path, PNG_END)
+    if path.endswith(".npy"):
+        return cams_whole(path)
+    return os.path.isfile(path)
+
+
+def outputs_complete(paths: Iterable[str]) -> bool:
+    """Whether every output of one image is whole (`output_complete`): the image is done."""
+    return all(output_complete(path) for path in paths)
+
+
+def ends_with(path: str, tail: bytes) -> bool:
+    """Whether the file exists and its last bytes are `tail`."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < len(tail):
+                return False
+            f.seek(-len(tail), os.SEEK_END)
+            return f.read() == tail
+    except OSError:
+        return False
+
+
+def cams_whole(path: str) -> bool:
+    """Whether a CAM file is a whole `.npy` pickle, checked without unpickling it (a pickle can
+    run code, and the file may not be ours): its header, then every pickle opcode through to
+    the STOP that must end the file."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as f:
+            reader = readers.get(np.lib.format.read_magic(f))
+            if reader is None or not reader(f)[2].hasobject:
+                return False
+            last = None
+            for last, _, _ in pickletools.genops(f):  # raises on a cut or garbled stream
+                pass
+            return last is not None and last.name == "STOP" and f.read(1) == b""
+    except (OSError, ValueError, EOFError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------

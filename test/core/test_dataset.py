@@ -76,6 +76,85 @@ def test_scores_file_round_trip_ignores_a_broken_last_line(tmp_path):
     assert dataset.scores_path("out/tags.txt") == "out/tags.txt.scores.jsonl"
 
 
+def test_only_whole_lines_count_even_when_a_cut_line_still_reads(tmp_path):
+    tags, scores = tmp_path / "tags.txt", tmp_path / "tags.txt.scores.jsonl"
+    # killed while appending "c 1 14\n" and its scores line: both cuts still parse
+    tags.write_text("a 1\nc 1", encoding="utf-8")
+    whole = dataset.scores_line("a", [0.5, 0.25, 0.0]) + dataset.scores_line("b", [1.0, 0.0])
+    scores.write_text(whole + dataset.scores_line("c", [0.0, 1.0, 0.5]).rstrip("\n"), encoding="utf-8")
+
+    assert dataset.read_progress(str(tags), num_classes=20) == ({"a": (1,)}, True)
+    assert dataset.complete_lines(str(scores))[1]
+    # b's line is whole but holds 2 scores, not the vocabulary's 3: scored again
+    assert dataset.read_scores(str(scores), num_classes=3) == {"a": [0.5, 0.25, 0.0]}
+    assert dataset.complete_lines(str(tmp_path / "missing")) == ([], False)
+
+
+def test_every_cut_of_a_mask_or_cam_file_is_not_done(tmp_path):
+    mask, cams = tmp_path / "x.png", tmp_path / "x.npy"
+    dataset.save_label_png(str(mask), np.array([[0, 1, 8], [15, 20, 255]], dtype=np.uint16))
+    dataset.save_cams(str(cams), (3, 11), np.random.default_rng(0).random((2, 5, 7), dtype=np.float32))
+    cut = tmp_path / "cut"
+    for whole in (mask, cams):
+        data = whole.read_bytes()
+        assert dataset.output_complete(str(whole))
+        for size in range(len(data)):  # what a writer killed after `size` bytes leaves
+            cut.with_suffix(whole.suffix).write_bytes(data[:size])
+            assert not dataset.output_complete(str(cut.with_suffix(whole.suffix))), (whole.name, size)
+    assert dataset.outputs_complete([str(mask), str(cams)])
+    assert not dataset.outputs_complete([str(mask), str(tmp_path / "missing.npy")])
+
+
+class OpensAFile:
+    """Pickled, it says "call open(marker, 'w')": loading it would create the marker."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_cam_files_are_checked_without_unpickling_them(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "x.npy"
+    np.save(path, np.array(OpensAFile(str(marker)), dtype=object), allow_pickle=True)
+    assert dataset.output_complete(str(path))  # a whole pickle: done, and never run
+    assert not marker.exists()
+    np.save(path, np.zeros(3))  # a whole .npy, but not a CAM file's pickled dict
+    assert not dataset.output_complete(str(path))
+
+
+def test_atomic_write_goes_through_a_hidden_partial_file(tmp_path):
+    path = tmp_path / "x.png"
+    seen = []
+
+    def write(handle) -> None:
+        seen.extend(os.listdir(tmp_path))  # what is there while writing
+        handle.write(b"ok")
+
+    dataset.atomic_write(str(path), write)
+    [temporary] = seen
+    assert temporary.startswith(".x.png.") and temporary.endswith(".partial")
+    assert dataset.partial_target(temporary) == "x.png"
+    assert os.listdir(tmp_path) == ["x.png"] and path.read_bytes() == b"ok"
+
+
+def test_stale_partials_of_the_runs_outputs_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / "sub").mkdir()
+    stale = [tmp_path / ".a.png.x1_y.partial", tmp_path / "sub" / ".b.npy.q.partial"]
+    kept = [tmp_path / "a.png", tmp_path / ".c.png.z.partial", tmp_path / ".a.png",
+            tmp_path / "a.png.partial", tmp_path / ".partial"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    outputs = [str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.npy"), str(tmp_path / "none" / "c")]
+
+    assert dataset.remove_stale_partials(outputs) == 2
+
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert [dataset.partial_target(n) for n in (".a.png.x.partial", ".partial", ".x.partial")] == \
+        ["a.png", None, None]
+
+
 def test_label_png_is_a_voc_palette_image_holding_the_ids(tmp_path):
     path = str(tmp_path / "sub" / "mask.png")
     mask = np.array([[0, 1, 8], [15, 20, 255]], dtype=np.uint16)
