@@ -6,6 +6,7 @@
 #                                      images, a video file (one pass) or a camera (until Ctrl-C)
 #   TAGCLIP_WEIGHTS=/path/ViT-B-16.pt  use a local checkpoint instead of downloading OpenAI's
 #   TAGCLIP_DEVICE=cuda                device (default auto)
+# Exits 0 after a single pass; 2, with the reason, when the node cannot start.
 set -euo pipefail
 images=${TAGCLIP_IMAGES:-}
 if [ -n "$images" ] && [ -e "$images" ]; then images=$(realpath "$images"); fi  # from the caller's dir
@@ -32,10 +33,29 @@ if [ -z "$weights" ] && ! .venv/bin/python -c \
   fi
 fi
 
-node_args=(--ros-args --params-file config/tagger.yaml -p "device:=${TAGCLIP_DEVICE:-auto}")
+# Reliable image QoS: image_source sends each image once (the next only when its tags are back)
+# as soon as it sees the node's subscription, and a best-effort subscription may still be
+# matching then and lose it (the image would be skipped after a 30 s wait).
+node_args=(--ros-args --params-file config/tagger.yaml -p "device:=${TAGCLIP_DEVICE:-auto}"
+           -p image_qos:=reliable)
 [ -n "$weights" ] && node_args+=(-p "model.weights:=$weights")
-.venv/bin/tagger_node "${node_args[@]}" &
+node_log=$(mktemp "${TMPDIR:-/tmp}/tagclip-run.XXXXXX")
+.venv/bin/tagger_node "${node_args[@]}" > >(tee "$node_log") 2>&1 &
 node_pid=$!
-trap 'kill -INT $node_pid 2>/dev/null; wait $node_pid 2>/dev/null || true' EXIT
-echo "[run] tagger started (pid $node_pid); publishing $images"
+trap 'kill -INT $node_pid 2>/dev/null; wait $node_pid 2>/dev/null || true; rm -f "$node_log"' EXIT
+echo "[run] tagger started (pid $node_pid); waiting for it to load the model"
+
+# Publish only once the node is active. If it cannot configure (no CUDA for TAGCLIP_DEVICE=cuda,
+# unreadable weights) it logs "configure failed: <reason>" and stays up, unconfigured, and the
+# image source would wait for a subscriber forever: say why and stop instead. (The two phrases
+# are tagclip_ros/node/tagger.py's log lines.)
+until grep -q "active: listening on" "$node_log"; do
+  if grep -q "configure failed: " "$node_log" || ! kill -0 "$node_pid" 2>/dev/null; then
+    reason=$(sed -n 's/.*configure failed: //p' "$node_log" | head -n 1)
+    echo "[run] the tagger could not start: ${reason:-it exited (its log is above)}" >&2
+    exit 2
+  fi
+  sleep 0.2
+done
+echo "[run] publishing $images"
 .venv/bin/image_source --ros-args -p "source:=$images" -p loop:=false

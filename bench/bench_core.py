@@ -1,12 +1,14 @@
 """Core benchmark: TagCLIP per-image latency, text encoding and memory, on the CPU.
 
-    .venv/bin/python bench/bench_core.py [--quick] [--out bench/results/core.json]
+    .venv/bin/python bench/bench_core.py [--quick] [--frames-only] [--out bench/results/core.json]
 
-(--quick writes bench/results/core_quick.json unless --out is given.)
+(--quick writes bench/results/core_quick.json, --frames-only core_frames.json, unless --out is
+given.)
 
-ViT-B/16 geometry with random weights (speed does not depend on the values, and no pretrained
-weights can be downloaded on the build machine). Prints the tables, writes the results as JSON
-to --out and as Markdown next to it (same name, `.md`), ready to paste into the README.
+ViT-B/16 geometry with random weights, rounded to float16 values as OpenAI's are (speed does not
+depend on the values, and no pretrained weights can be downloaded on the build machine). Prints
+the tables, writes the results as JSON to --out and as Markdown next to it (same name, `.md`),
+ready to paste into the README.
 
 Criteria checked (PASS/FAIL):
 - per-image `TagClip.classify` latency ≤ 1.5 × floor, where floor = one plain vision forward at
@@ -17,8 +19,13 @@ Criteria checked (PASS/FAIL):
 - text: prompts truncated after the end-of-text token encode ≥ 3× faster than the full 77-token
   context, with features equal to 1e-5; a warm (in-memory) cache answers ≥ 100× faster than a
   cold encode.
---quick (~1 min) times 224 only, once, encodes fewer names, and encodes the vocabulary's
-features with 8 templates instead of 85 (image latency does not depend on the template count).
+- memory per frame: the peak RSS of one `Perception.run` (tags and a CLIP-ES mask, the node's
+  work per frame) over the RSS before it, for camera frames up to 4K at the default
+  max_input_side, ≤ FRAME_PEAK_LIMIT_MB (the bound README and config/tagger.yaml state).
+--quick (~1 min) times 224 only, once, encodes fewer names, encodes the vocabulary's
+features with 8 templates instead of 85 (image latency does not depend on the template count),
+and measures frames of 480×640 and 3840×2160 with max_input_side 640. --frames-only runs the
+memory-per-frame table alone.
 """
 from __future__ import annotations
 
@@ -45,8 +52,10 @@ from tqdm import tqdm
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tagclip_ros.core import TagClip, TagClipSettings, TextFeatureCache, load_vocabulary  # noqa: E402
-from tagclip_ros.core.image import prepare_image  # noqa: E402
+from tagclip_ros.core import (TagClip, TagClipSettings, TextFeatureCache, Vocabulary,  # noqa: E402
+                              load_vocabulary)
+from tagclip_ros.core.image import DEFAULT_MAX_INPUT_SIDE, model_input_size, prepare_image  # noqa: E402
+from tagclip_ros.core.pipeline import Perception  # noqa: E402
 from tagclip_ros.core.loading import LoadedModel, from_model  # noqa: E402
 from tagclip_ros.core.prompts import resolve_templates  # noqa: E402
 from tagclip_ros.core.tagclip import Crop, TagResult  # noqa: E402
@@ -58,8 +67,13 @@ TRUNCATE_SPEEDUP = 3.0  # truncated text encoding ≥ this × faster than full c
 TRUNCATE_ATOL = 1e-5    # ... with features equal to this
 WARM_SPEEDUP = 100.0    # warm cache ≥ this × faster than cold
 MIN_CPU_SHARE = 0.8     # below this, other load on the machine distorted the timings
+FRAME_SIZES = [(480, 640), (720, 1280), (960, 1280), (1280, 1280), (1080, 1920), (2160, 3840)]
+QUICK_FRAME_SIZES = [(480, 640), (2160, 3840)]
+QUICK_MAX_INPUT_SIDE = 640
+FRAME_PEAK_LIMIT_MB = 3072  # one frame's peak RSS increment at the default limit, any aspect
 MB = 1024 * 1024
 T = TypeVar("T")
+Templates = str | tuple[str, ...]  # a template set's name or the templates
 
 
 @dataclass
@@ -152,6 +166,36 @@ class PeakRss:
         return (self.peak - self.start) / MB
 
 
+class FramePeak:
+    """Peak RSS while the `with` block runs, over the RSS just before it: the kernel's
+    high-water mark (VmHWM), reset first through /proc/self/clear_refs (Linux ≥ 4.0), so that
+    nothing is missed between samples; where that reset is refused, sampled (PeakRss)."""
+
+    def __enter__(self) -> FramePeak:
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")
+            self._sampler = None
+        except OSError:
+            self._sampler = PeakRss().__enter__()
+        self.start = status_mb("VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._sampler is None:
+            self.increment_mb = status_mb("VmHWM") - self.start
+        else:
+            self._sampler.__exit__(*exc)
+            self.increment_mb = self._sampler.increment_mb
+
+
+def status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM), in MB."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
 class CpuShare:
     """CPU time this process used while the `with` block ran, over wall time × torch threads:
     about 1 when it had the cores to itself, lower when other processes competed for them."""
@@ -182,11 +226,16 @@ def rss_mb() -> float:
 
 
 def build_model(seed: int) -> LoadedModel:
-    """ViT-B/16 with random weights (seeded, so every run scores the same)."""
+    """ViT-B/16 with random weights (seeded, so every run scores the same), rounded to float16
+    values as OpenAI's released weights are: CLIP-ES then computes with them as they are, and
+    reuses TagCLIP's pass through blocks 1..11, as it does with OpenAI's weights."""
     torch.manual_seed(seed)
     model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)  # OpenAI's network
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.half().float())
     return from_model(model, torch.device("cpu"), torch.float32, f"random-vit-b-16-seed{seed}",
-                      f"random weights (seed {seed})")
+                      f"random weights (seed {seed}, float16 values)")
 
 
 def resized(image: Image.Image, height: int, width: int) -> np.ndarray:
@@ -250,6 +299,46 @@ def bench_latency(tagger: TimedTagClip, image: Image.Image, resolution: tuple[in
     medians = [statistics.median(column) for column in zip(*runs)]
     return LatencyRow(height, width, pixels.shape[-2] * pixels.shape[-1] // patch ** 2 + 1,
                       candidates, *medians, memory.increment_mb, cpu.share)
+
+
+def bench_frames(loaded: LoadedModel, vocabulary: Vocabulary, templates: Templates,
+                 cache: TextFeatureCache, image: Image.Image, sizes: list[tuple[int, int]],
+                 max_side: int | None) -> dict:
+    """Peak RSS increment and time of one `Perception.run` (tags and a CLIP-ES mask) per frame
+    size, at the input limit `max_side`."""
+    perception = Perception(loaded, vocabulary, TagClipSettings(templates=templates,
+                                                                max_input_side=max_side),
+                            text_cache=cache)
+    perception.run(resized(image, 224, 224), "clipes")  # warm-up: text features, torch itself
+    rows = []
+    for height, width in sizes:
+        rgb = resized(image, height, width)
+        model_h, model_w = perception.model_input_size(height, width)
+        native = tokens(*model_input_size(height, width, loaded.patch_size), loaded.patch_size)
+        with FramePeak() as peak:
+            seconds, perceived = timed(lambda: perception.run(rgb, "clipes"))
+        assert perceived.segmentation.mask.shape == (height, width)
+        rows.append({"height": height, "width": width, "model_height": model_h,
+                     "model_width": model_w, "tokens": tokens(model_h, model_w, loaded.patch_size),
+                     "tags": len(perceived.tags.tags), "seconds": seconds,
+                     "peak_rss_increment_mb": peak.increment_mb,
+                     "native_block_attention_mb": attention_mb(loaded, native)})
+    limit_applies = max_side == DEFAULT_MAX_INPUT_SIDE
+    return {"max_input_side": max_side, "limit_mb": FRAME_PEAK_LIMIT_MB, "rows": rows,
+            "passed": not limit_applies or all(r["peak_rss_increment_mb"] <= FRAME_PEAK_LIMIT_MB
+                                                for r in rows)}
+
+
+def tokens(height: int, width: int, patch: int) -> int:
+    """Tokens of a height × width model input: one per patch and the class token."""
+    return (height // patch) * (width // patch) + 1
+
+
+def attention_mb(loaded: LoadedModel, count: int) -> float:
+    """MB of one block's attention maps at `count` tokens, every head's materialised in
+    float32 (what explicit attention holds at once)."""
+    heads = loaded.model.visual.transformer.resblocks[0].attn.num_heads
+    return heads * count ** 2 * 4 / MB
 
 
 def open_clip_check(loaded: LoadedModel, repeats: int) -> dict:
@@ -321,6 +410,7 @@ def markdown(results: dict) -> str:
               f"{r['peak_rss_increment_mb']:.0f} |" for r in lat["rows"]]
     lines += ["", "Increments are sampled RSS peaks minus the RSS just before (every 2 ms); they are "
               "approximate, as the allocator keeps some freed memory between calls."]
+    lines += ["", frames_markdown(results["frames"]).rstrip("\n")]
     shares = {f"{r['height']}×{r['width']}": r["cpu_share"] for r in lat["rows"]}
     shares.update(text=text["cpu_share"], run=results["cpu_share"])
     if min(shares.values()) < MIN_CPU_SHARE:
@@ -328,6 +418,30 @@ def markdown(results: dict) -> str:
                   "its threads' CPU time the benchmark got: " + ", ".join(
                       f"{k} {v:.0%}" for k, v in shares.items()) + "); timings, and ratios "
                   "between them, are unreliable."]
+    return "\n".join(lines) + "\n"
+
+
+def frames_markdown(frames: dict) -> str:
+    """The memory-per-frame table."""
+    limit = frames["max_input_side"]
+    lines = [
+        f"Memory per frame: one `Perception.run` (TagCLIP tags and a CLIP-ES label mask at the "
+        f"frame's size, the node's work per frame) with max_input_side {limit}; peak RSS over "
+        f"the RSS before it (the kernel's high-water mark, reset before the frame).",
+        "",
+        "| frame (H×W) | model input | tokens | tags | time (s) | peak RSS increment (MB) | "
+        "one block's attention maps at native size (computed) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in frames["rows"]:
+        native = r["native_block_attention_mb"]
+        lines.append(
+            f"| {r['height']}×{r['width']} | {r['model_height']}×{r['model_width']} | "
+            f"{r['tokens']} | {r['tags']} | {r['seconds']:.1f} | {r['peak_rss_increment_mb']:.0f} | "
+            + (f"{native / 1024:.1f} GB |" if native >= 1024 else f"{native:.0f} MB |"))
+    if limit == DEFAULT_MAX_INPUT_SIDE:
+        lines += ["", f"Every frame ≤ {frames['limit_mb']} MB: "
+                  f"{'PASS' if frames['passed'] else 'FAIL'}"]
     return "\n".join(lines) + "\n"
 
 
@@ -353,7 +467,7 @@ def run(quick: bool, image_path: str, seed: int) -> dict:
 
     loaded = build_model(seed)
     memory = {"rss_after_model_mb": rss_mb()}
-    steps = tqdm(total=3 + len(resolutions), desc="bench_core", unit="step")
+    steps = tqdm(total=4 + len(resolutions), desc="bench_core", unit="step")
     steps.set_postfix_str("text encoding")
     with CpuShare() as text_cpu:
         text = bench_text(loaded, text_names)
@@ -371,6 +485,9 @@ def run(quick: bool, image_path: str, seed: int) -> dict:
         steps.set_postfix_str(f"{height}x{width}")
         rows.append(bench_latency(tagger, image, (height, width), repeats))
         steps.update()
+    steps.set_postfix_str("memory per frame")
+    frames = frames_for(quick, loaded, vocabulary, templates, tagger.text_cache, image)
+    steps.update()
     steps.close()
     memory.update(rss_end_mb=rss_mb(),
                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -391,32 +508,65 @@ def run(quick: bool, image_path: str, seed: int) -> dict:
         "open_clip_check": check,
         "text": text,
         "memory": memory,
+        "frames": frames,
     }
+
+
+def frames_for(quick: bool, loaded: LoadedModel, vocabulary: Vocabulary, templates: Templates,
+               cache: TextFeatureCache, image: Image.Image) -> dict:
+    """The memory-per-frame measurements of a full or a quick run."""
+    if quick:
+        return bench_frames(loaded, vocabulary, templates, cache, image, QUICK_FRAME_SIZES,
+                            QUICK_MAX_INPUT_SIDE)
+    return bench_frames(loaded, vocabulary, templates, cache, image, FRAME_SIZES,
+                        DEFAULT_MAX_INPUT_SIDE)
+
+
+def run_frames(quick: bool, image_path: str, seed: int) -> dict:
+    """The memory-per-frame table alone, as the JSON results."""
+    templates = resolve_templates("tagclip")[:8]  # the frame's cost does not depend on them
+    loaded = build_model(seed)
+    frames = frames_for(quick, loaded, load_vocabulary("voc"), templates,
+                        TextFeatureCache(loaded, cache_dir=None),
+                        Image.open(image_path).convert("RGB"))
+    return {"benchmark": "core-frames", "quick": quick, "date": time.strftime("%Y-%m-%d"),
+            "machine": machine(), "image": os.path.relpath(image_path, REPO),
+            "model": {"name": "ViT-B-16", "weights": loaded.description, "dtype": "float32",
+                      "device": "cpu"},
+            "frames": frames, "passed": frames["passed"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="~1 minute smoke run")
+    parser.add_argument("--frames-only", action="store_true",
+                        help="only the memory-per-frame table")
     parser.add_argument("--out", help="JSON results file, the Markdown going next to it (.md); "
-                        "default bench/results/core.json (--quick: core_quick.json, so that a "
-                        "smoke run never overwrites the full results)")
+                        "default bench/results/core.json (--quick: core_quick.json, "
+                        "--frames-only: core_frames.json, so that a partial run never "
+                        "overwrites the full results)")
     parser.add_argument("--image", default=os.path.join(REPO, "samples", "astronaut.jpg"),
                         help="image resized to each resolution (its content sets the CWR "
                              "candidate count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
+    name = "core_frames" if args.frames_only else "core"
     args.out = args.out or os.path.join(REPO, "bench", "results",
-                                        "core_quick.json" if args.quick else "core.json")
+                                        f"{name}_quick.json" if args.quick else f"{name}.json")
 
     start = time.perf_counter()
     with CpuShare() as cpu:
-        results = run(args.quick, os.path.abspath(args.image), args.seed)
+        if args.frames_only:
+            results = run_frames(args.quick, os.path.abspath(args.image), args.seed)
+        else:
+            results = run(args.quick, os.path.abspath(args.image), args.seed)
+            results["passed"] = (results["latency"]["passed"] and results["frames"]["passed"]
+                                 and results["text"]["truncate_passed"]
+                                 and results["text"]["warm_passed"])
     results.update(cpu_share=cpu.share, load_average=os.getloadavg(),
                    wall_s=time.perf_counter() - start)
-    results["passed"] = (results["latency"]["passed"] and results["text"]["truncate_passed"]
-                         and results["text"]["warm_passed"])
 
-    table = markdown(results)
+    table = frames_only_markdown(results) if args.frames_only else markdown(results)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
@@ -428,6 +578,16 @@ def main(argv: list[str] | None = None) -> int:
           f"wrote {args.out} and {md_path}")
     return 0 if results["passed"] else 1
 
+
+def frames_only_markdown(results: dict) -> str:
+    """README-ready Markdown of a --frames-only run."""
+    m = results["machine"]
+    return (f"Core benchmark, memory per frame (`bench/bench_core.py --frames-only"
+            f"{' --quick' if results['quick'] else ''}`), {results['date']}: {m['cpu']}, "
+            f"{m['logical_cpus']} logical CPUs, torch {m['torch']} ({m['torch_threads']} "
+            f"threads), float32, {results['model']['weights']}, image "
+            f"`{results['image']}` resized to each frame size, vocabulary voc.\n\n"
+            + frames_markdown(results["frames"]))
 
 if __name__ == "__main__":
     sys.exit(main())

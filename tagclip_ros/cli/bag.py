@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                          "source your ROS 2 workspace, or `. scripts/ros_env.sh .venv install`") from None
     vocabulary = load_vocabulary(args.vocab, args.background)
     loaded, cache = load_model_from(args)
-    perception = Perception(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold),
+    perception = Perception(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold,
+                                                                max_input_side=args.max_input_side),
                             text_cache=cache)
     options = BagOptions(None if args.no_masks else args.method, args.overlay, args.topics)
     bars: list[tqdm] = []  # made once the image topics are known, so errors come alone

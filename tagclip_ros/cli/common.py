@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..core import (ImageError, LoadedModel, TagClip, TagClipSettings, TagResult, TextFeatureCache,
                     Vocabulary, default_cache_dir, load_model, load_vocabulary, read_image)
-from ..core.image import image_files
+from ..core.image import DEFAULT_MAX_INPUT_SIDE, check_max_side, downscale_note, image_files
 
 PROGRESS_MIN_IMAGES = 5
 EXIT_SOME_FAILED = 1
@@ -36,6 +36,25 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     vocab.add_argument("--background", default=None,
                        help="background names (voc, coco, file or 'a,b'); default: the vocabulary's")
     vocab.add_argument("--threshold", type=float, default=0.5, help="relative tag threshold")
+    group.add_argument("--max-input-side", type=max_input_side, default=DEFAULT_MAX_INPUT_SIDE,
+                       metavar="PX", help="images whose longer side exceeds PX pixels are "
+                       "downscaled for the model (masks keep the image's size); bounds memory "
+                       f"per image (default {DEFAULT_MAX_INPUT_SIDE}; 0: always native size)")
+
+
+def max_input_side(text: str) -> int | None:
+    """--max-input-side: a positive number of pixels, or 0 for no limit (None)."""
+    try:
+        value = int(text)
+        return check_max_side(value or None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of pixels (0: no limit), not {text!r}") from None
+
+
+def tag_settings(args: argparse.Namespace) -> TagClipSettings:
+    """TagCLIP settings from parsed arguments (threshold and input limit)."""
+    return TagClipSettings(tag_threshold=args.threshold, max_input_side=args.max_input_side)
 
 
 def load_model_from(args: argparse.Namespace) -> tuple[LoadedModel, TextFeatureCache]:
@@ -48,7 +67,7 @@ def build_classifier(args: argparse.Namespace, vocabulary: Vocabulary | None = N
     """Model, vocabulary and TagCLIP from parsed arguments (raises ValueError/WeightsError)."""
     vocabulary = vocabulary or load_vocabulary(args.vocab, args.background)
     loaded, cache = load_model_from(args)
-    return TagClip(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold), cache)
+    return TagClip(loaded, vocabulary, tag_settings(args), cache)
 
 
 def expand_images(paths: Sequence[str]) -> list[str]:
@@ -103,8 +122,15 @@ def read_each(items: Sequence[T], path_of: Callable[[T], str], what: str,
 
 def classify_each(classifier: TagClip, items: Sequence[T], path_of: Callable[[T], str], what: str,
                   failures: list[str]) -> Iterator[tuple[T, TagResult]]:
-    """(item, TagCLIP result) for every item whose image reads (see `read_each`)."""
+    """(item, TagCLIP result) for every item whose image reads (see `read_each`); the first
+    image that is downscaled for the model is reported."""
+    noted = False
     for item, rgb in read_each(items, path_of, what, failures):
+        note = downscale_note(*rgb.shape[:2], classifier.loaded.patch_size,
+                              classifier.settings.max_input_side)
+        if note and not noted:
+            report(f"note: {note} (--max-input-side)")
+            noted = True
         yield item, classifier.classify(rgb)
 
 

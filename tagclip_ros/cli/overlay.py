@@ -1,4 +1,5 @@
-"""`tagclip overlay`: pictures of each image with its label mask tinted in and its tags written."""
+"""`tagclip overlay`: pictures of each image with its label mask tinted in and its tags written
+(resumable)."""
 from __future__ import annotations
 
 import argparse
@@ -6,35 +7,59 @@ import os
 
 from tqdm import tqdm
 
-from ..core import TagClipSettings, load_vocabulary
+from ..core import TagClipSettings, Vocabulary, load_vocabulary
 from ..core import dataset
+from ..core.dataset import SplitEntry
 from ..core.overlay import render_overlay
 from ..core.pipeline import SEGMENTATION_METHODS, Perception
-from .common import add_model_arguments, expand_images, finish, load_model_from, read_each
+from .common import (add_model_arguments, expand_images, finish, load_model_from, read_each,
+                     report_skipped)
 
 HELP = "pictures: masks and tags drawn on the images"
+DESCRIPTION = ("Writes OUT/<stem>_overlay.png for each image: its label mask tinted in and its "
+               "tags written. Images whose picture is complete are skipped unless "
+               "--overwrite, so a killed run resumes.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--out", required=True, help="folder for <stem>_overlay.png")
     parser.add_argument("--method", default="clipes", choices=SEGMENTATION_METHODS)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo images whose picture exists (default: skip them, resuming)")
     add_model_arguments(parser)
+
+
+def overlay_path(out_dir: str, entry: SplitEntry) -> str:
+    """The picture `tagclip overlay` writes for one image."""
+    return os.path.join(out_dir, f"{entry.stem}_overlay.png")
 
 
 def run(args: argparse.Namespace) -> int:
     vocabulary = load_vocabulary(args.vocab, args.background)
     images = expand_images(args.images)
-    stems = dataset.stems_of(images)
-    loaded, cache = load_model_from(args)
-    perception = Perception(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold),
-                            text_cache=cache)
+    items = list(zip(images, dataset.stems_of(images)))
+    dataset.remove_stale_partials(overlay_path(args.out, entry) for _, entry in items)
+    todo, skipped = dataset.split_done(
+        items, lambda item: dataset.output_complete(overlay_path(args.out, item[1])), args.overwrite)
+    report_skipped(skipped, len(items), args.out)
     failures: list[str] = []
-    for (path, entry), rgb in read_each(list(zip(images, stems)), lambda item: item[0],
-                                        "overlay", failures):
+    if todo:  # a finished run needs no model
+        draw_overlays(args, vocabulary, todo, failures)
+    return finish(len(failures), len(images))
+
+
+def draw_overlays(args: argparse.Namespace, vocabulary: Vocabulary,
+                  todo: list[tuple[str, SplitEntry]], failures: list[str]) -> None:
+    """Classify and segment each image and write its picture; unreadable images are reported
+    and added to `failures`."""
+    loaded, cache = load_model_from(args)
+    perception = Perception(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold,
+                                                                max_input_side=args.max_input_side),
+                            text_cache=cache)
+    for (path, entry), rgb in read_each(todo, lambda item: item[0], "overlay", failures):
         perceived = perception.run(rgb, args.method)
         captions = [(t.class_id, f"{t.label} {t.score:.2f}") for t in perceived.tags.tags]
-        out = os.path.join(args.out, f"{entry.stem}_overlay.png")
+        out = overlay_path(args.out, entry)
         dataset.save_rgb_png(out, render_overlay(rgb, perceived.segmentation.mask, captions))
         tqdm.write(f"{path}: {', '.join(c for _, c in captions)} -> {out}")
-    return finish(len(failures), len(images))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -21,7 +20,7 @@ DESCRIPTION = ("Writes OUT/<stem>.png (palette PNG: 0 background, class id + 1) 
                "tags on each line of the tag file (e.g. from `tagclip tag`). A line "
                "without tags gets an all-background mask (and, with --save-cams, a CAM "
                "file with no maps), so evaluation still counts it. Images whose outputs "
-               "exist are skipped unless --overwrite.")
+               "are all complete are skipped unless --overwrite, so a killed run resumes.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +46,8 @@ def build_segmenter(args: argparse.Namespace, vocabulary: Vocabulary,
     loaded, cache = load_model_from(args)
     if args.method == "clipes":
         return ClipEsSegmenter(loaded, vocabulary, settings, cache).segment
-    tagger = TagClip(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold), cache)
+    tagger = TagClip(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold,
+                                                         max_input_side=args.max_input_side), cache)
     return lambda rgb, ids: dmar_segment(tagger.classify(rgb), rgb.shape[:2], settings, ids)
 
 
@@ -85,10 +85,11 @@ def run(args: argparse.Namespace) -> int:
     def outputs(entry: SplitEntry) -> list[str]:
         return dataset.segment_outputs(args.out, entry.stem, args.save_cams)
 
-    todo, skipped = dataset.split_done(entries, lambda e: all(map(os.path.exists, outputs(e))),
+    dataset.remove_stale_partials(path for entry in entries for path in outputs(entry))
+    todo, skipped = dataset.split_done(entries, lambda e: dataset.outputs_complete(outputs(e)),
                                        args.overwrite)
     report_skipped(skipped, len(entries), args.out)
-    settings = SegmentationSettings()
+    settings = SegmentationSettings(max_input_side=args.max_input_side)
     segmenter = build_segmenter(args, vocabulary, settings) if todo else None
     failures: list[str] = []
     for entry, rgb in read_each(todo, lambda e: dataset.image_path(args.img_root, e.stem, args.ext),

@@ -4,10 +4,15 @@ TagCLIP feeds the image at (about) its own size: each side rounded up to a multi
 size, resized with PIL's bicubic filter (what the official torchvision transform does on PIL
 images; OpenCV's bicubic differs by far more than the 1e-4 score tolerance), then normalised
 with CLIP's mean and std.
+
+Large inputs are downscaled in that same single resize: with a `max_side`, the longer side fed
+to the model is at most `max_side` (rounded up to whole patches). This is CLIP-ES's own
+multi-scale transform with a scale below 1 (each side `ceil(scale·side / patch)·patch`); the
+maps computed on the patch grid are upsampled straight to the input's size, as CLIP-ES does at
+every scale. It bounds memory: the attention maps grow with the square of the token count.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -16,6 +21,10 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image, UnidentifiedImageError
 
 MAX_PIXELS = 64_000_000
+# Default limit on the longer side of the model input (pixels): the paper's datasets (VOC and
+# COCO images are at most 640 on a side) and 720p frames run at native size, and one frame's
+# peak memory stays bounded (README, "Memory per frame").
+DEFAULT_MAX_INPUT_SIDE = 1280
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -70,10 +79,37 @@ def check_size(height: int, width: int) -> None:
         raise ImageError(f"image of {width}x{height} pixels is larger than {MAX_PIXELS} pixels")
 
 
-def model_input_size(height: int, width: int, patch_size: int) -> tuple[int, int]:
-    """Each side rounded up to a whole number of patches (at least one)."""
-    return (max(1, math.ceil(height / patch_size)) * patch_size,
-            max(1, math.ceil(width / patch_size)) * patch_size)
+def check_max_side(max_side: int | None) -> int | None:
+    """`max_side` if it is a usable limit (None: no limit), else ValueError with the reason."""
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int)
+                                 or max_side < 1):
+        raise ValueError(f"max_input_side must be a positive number of pixels (or None for the "
+                         f"native size), not {max_side!r}")
+    return max_side
+
+
+def model_input_size(height: int, width: int, patch_size: int,
+                     max_side: int | None = None) -> tuple[int, int]:
+    """The size the model sees: each side scaled by max_side / longer side when the image is
+    larger than `max_side`, then rounded up to a whole number of patches (at least one).
+    Integer arithmetic, so that the longer side lands exactly on ceil(max_side / patch)."""
+    longer = max(height, width)
+    if max_side is None or longer <= max_side:
+        longer = max_side = 1  # scale 1
+
+    def side(length: int) -> int:
+        return max(1, -(-length * max_side // (longer * patch_size))) * patch_size
+    return side(height), side(width)
+
+
+def downscale_note(height: int, width: int, patch_size: int, max_side: int | None) -> str | None:
+    """One sentence saying that an image of this size is downscaled for the model, or None."""
+    if max_side is None or max(height, width) <= max_side:
+        return None
+    model_h, model_w = model_input_size(height, width, patch_size, max_side)
+    return (f"{width}x{height} images are downscaled to {model_w}x{model_h} for the model "
+            f"(max_input_side {max_side}); tags and label masks still cover the whole image, "
+            f"masks at its size")
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -83,9 +119,10 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - mean[:, None, None]) / std[:, None, None]
 
 
-def prepare_image(rgb: np.ndarray, patch_size: int) -> torch.Tensor:
-    """The model input (1, 3, H', W') for an RGB uint8 image at native resolution."""
-    height, width = model_input_size(rgb.shape[0], rgb.shape[1], patch_size)
+def prepare_image(rgb: np.ndarray, patch_size: int, max_side: int | None = None) -> torch.Tensor:
+    """The model input (1, 3, H', W') for an RGB uint8 image: at native resolution, or with
+    its longer side brought down to `max_side` (see `model_input_size`), in one resize."""
+    height, width = model_input_size(rgb.shape[0], rgb.shape[1], patch_size, max_side)
     resized = Image.fromarray(rgb).resize((width, height), Image.Resampling.BICUBIC)
     pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div(255.0)
     return normalize(pixels).unsqueeze(0)

@@ -1,7 +1,9 @@
 """Classify, then segment: the per-frame work the node and the CLI share.
 
 `Perception` holds a TagCLIP classifier and a CLIP-ES segmenter over one vocabulary and runs
-them on an image: tags always, a label mask when asked for, by the chosen method.
+them on an image: tags always, a label mask when asked for, by the chosen method. Images larger
+than the settings' `max_input_side` are downscaled for the model (core/image.py); tags are for
+the whole image and masks come back at its size.
 """
 from __future__ import annotations
 
@@ -35,8 +37,12 @@ class Perception:
 
     def __init__(self, loaded: LoadedModel, vocabulary: Vocabulary,
                  tag_settings: TagClipSettings = TagClipSettings(),
-                 segmentation_settings: SegmentationSettings = SegmentationSettings(),
+                 segmentation_settings: SegmentationSettings | None = None,
                  text_cache: TextFeatureCache | None = None) -> None:
+        """`segmentation_settings` defaults to CLIP-ES's, with the tagger's `max_input_side`
+        (so that one limit governs the frame)."""
+        if segmentation_settings is None:
+            segmentation_settings = SegmentationSettings(max_input_side=tag_settings.max_input_side)
         self.tagger = TagClip(loaded, vocabulary, tag_settings, text_cache)
         self.segmenter = ClipEsSegmenter(loaded, vocabulary, segmentation_settings,
                                          self.tagger.text_cache)
@@ -60,12 +66,20 @@ class Perception:
             self.segmenter.settings = dataclasses.replace(self.segmenter.settings,
                                                           background_power=background_power)
 
+    def model_input_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size TagCLIP feeds the model for a height × width image."""
+        return model_input_size(height, width, self.tagger.loaded.patch_size,
+                                self.tagger.settings.max_input_side)
+
     def _shares_trunk(self, rgb: np.ndarray, segmentation: str | None) -> bool:
-        """Whether CLIP-ES can reuse TagCLIP's pass through blocks 1..11 for this image."""
+        """Whether CLIP-ES can reuse TagCLIP's pass through blocks 1..11 for this image (it
+        must see the image at the same size)."""
         if segmentation != "clipes":
             return False
         patch = self.tagger.loaded.patch_size
-        size = model_input_size(rgb.shape[0], rgb.shape[1], patch)
+        size = self.model_input_size(*rgb.shape[:2])
+        if size != model_input_size(*rgb.shape[:2], patch, self.segmenter.settings.max_input_side):
+            return False
         return self.segmenter.shares_trunk(self.tagger.loaded, (size[0] // patch, size[1] // patch))
 
     def run(self, rgb: np.ndarray, segmentation: str | None = "clipes") -> Perceived:

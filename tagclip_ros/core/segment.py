@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
 import torch
 
 from .boxes import box_mask, contour_boxes
-from .image import prepare_image
+from .image import DEFAULT_MAX_INPUT_SIDE, check_max_side, prepare_image
 from .loading import LoadedModel
 from .tagclip import AttentionVote, TagResult
 from .text import TextFeatureCache, default_cache_dir
@@ -50,9 +51,21 @@ SINKHORN_ROUNDS = 3
 # evaluation takes the label mask's argmax.
 CAM_STORAGE_DTYPE = np.float16
 
+# Rows of the label mask decided at a time: bounds the copies the argmax across maps makes.
+MASK_BAND_ROWS = 128
+
 # Tags whose gradients come out of one pass of the last block (on that many copies of it):
-# bounds memory, since each copy keeps its tokens² attention maps for the backward pass.
+# bounds memory, since each copy keeps its activations for the backward pass ...
 TAGS_PER_PASS = 4
+# ... and so does a limit on the tokens of all copies together: 4 copies up to 640×640 (every
+# image of the paper's datasets), fewer for larger images, down to one (as the official code
+# runs every tag). A copy of a 1280×720 image keeps ~280 MB with ViT-B/16.
+TOKENS_PER_PASS = 4 * 1601
+
+
+def tags_per_pass(tokens: int) -> int:
+    """How many tags (copies of the last block) one gradient pass takes at `tokens` tokens."""
+    return max(1, min(TAGS_PER_PASS, TOKENS_PER_PASS // tokens))
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,7 @@ class SegmentationSettings:
     templates: str | tuple[str, ...] = "clipes"  # "a clean origami {}."
     affinity_start: int = -8        # affinity = mean attention of blocks[affinity_start:-1]
     round_weights_fp16: bool = True  # use the weights as CLIP-ES's loader leaves them (clipes_model)
+    max_input_side: int | None = DEFAULT_MAX_INPUT_SIDE  # larger images are downscaled; None: never
 
     def __post_init__(self) -> None:
         if not self.background_power > 0:
@@ -76,6 +90,7 @@ class SegmentationSettings:
                              f"of the affinity), not {self.affinity_start}")
         if self.background is not None:
             validate_names(tuple(self.background), "background", allow_empty=True)
+        check_max_side(self.max_input_side)
 
 
 @dataclass
@@ -89,11 +104,20 @@ class Trunk:
 
 @dataclass
 class Segmentation:
-    """Per-tag maps and the label mask of one image."""
+    """Per-tag maps and the label mask of one image.
 
-    class_indices: list[int]  # vocabulary index of each tag (0-based), the order of `cams`
-    cams: np.ndarray          # (tags, H, W) float32 in [0, 1], refined CAMs at image size
+    The maps are kept on the patch grid and upsampled to the image's size only when `cams` is
+    read: at image size they take 4 bytes per pixel and tag (660 MB for 20 tags on a 4K frame),
+    which the node and `tagclip overlay` never read."""
+
+    class_indices: list[int]  # vocabulary index of each tag (0-based), the order of the maps
+    grid_maps: np.ndarray = field(repr=False)  # (tags, rows, cols) float32 in [0, 1]
     mask: np.ndarray          # (H, W) uint16: 0 = background, class index + 1 for a tag
+
+    @cached_property
+    def cams(self) -> np.ndarray:
+        """(tags, H, W) float32 in [0, 1]: the refined CAMs at image size (computed once)."""
+        return upsample_maps(self.grid_maps, self.mask.shape)
 
 
 def label_mask(cams: np.ndarray, class_indices: Sequence[int], background_power: float) -> np.ndarray:
@@ -107,17 +131,37 @@ def label_mask(cams: np.ndarray, class_indices: Sequence[int], background_power:
     if cams.ndim != 3 or cams.shape[0] != len(class_indices):
         raise ValueError(f"cams of shape {cams.shape} do not hold one map per class "
                          f"({len(class_indices)} classes)")
+    return label_mask_of(cams.__getitem__, class_indices, cams.shape[1:], background_power)
+
+
+def label_mask_of(cam: Callable[[int], np.ndarray], class_indices: Sequence[int],
+                  image_hw: tuple[int, int], background_power: float) -> np.ndarray:
+    """`label_mask` of the maps `cam(i)` (H, W) for i in range(len(class_indices)), fetched
+    one at a time straight into the float16 scores, and the rule applied band by band of
+    rows (a per-pixel rule, so the same mask): the memory is 2 bytes per pixel and tag, plus
+    one map, instead of a float32 stack and its copies (an argmax across maps copies them)."""
     order = np.argsort(np.asarray(class_indices, dtype=np.int64), kind="stable")
-    stored = cams[order].astype(CAM_STORAGE_DTYPE)
-    winner = np.argmax(with_background(stored, background_power), axis=0)
-    return mask_values(winner, [class_indices[i] for i in order])
+    ordered = [class_indices[i] for i in order]
+    scores = np.empty((len(order) + 1, *image_hw), CAM_STORAGE_DTYPE)
+    for row, i in enumerate(order, start=1):
+        scores[row] = cam(int(i))  # rounded to float16 as astype rounds
+    mask = np.empty(image_hw, np.uint16)
+    for top in range(0, image_hw[0], MASK_BAND_ROWS):
+        band = scores[:, top:top + MASK_BAND_ROWS]
+        band[0] = background_scores(band[1:], background_power)
+        mask[top:top + MASK_BAND_ROWS] = mask_values(np.argmax(band, axis=0), ordered)
+    return mask
+
+
+def background_scores(cams: np.ndarray, background_power: float) -> np.ndarray:
+    """(1 − max over tags) ** background_power per pixel, in the dtype of `cams` (tags, H, W)."""
+    return np.power(1 - cams.max(axis=0, initial=0), float(background_power)).astype(cams.dtype)
 
 
 def with_background(cams: np.ndarray, background_power: float) -> np.ndarray:
     """[background, tags] scores (tags + 1, H, W) in the dtype of `cams`, the background
     being (1 − max over tags) ** background_power."""
-    background = np.power(1 - cams.max(axis=0, initial=0), float(background_power))
-    return np.concatenate([background[None].astype(cams.dtype), cams])
+    return np.concatenate([background_scores(cams, background_power)[None], cams])
 
 
 def mask_values(winner: np.ndarray, class_indices: Sequence[int]) -> np.ndarray:
@@ -132,17 +176,37 @@ def normalise_rows(maps: torch.Tensor) -> torch.Tensor:
     return shifted / (shifted.max(dim=-1, keepdim=True).values + NORMALISE_EPSILON)
 
 
-def upsample_maps(maps: torch.Tensor, grid: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
-    """Patch-grid maps (tags, patches) bilinearly resized to the image, float32 (tags, H, W).
+def grid_maps(maps: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """Patch-grid maps (tags, patches) as a float32 array (tags, rows, cols)."""
+    return maps.detach().float().cpu().numpy().reshape(-1, grid[0], grid[1])
+
+
+def upsample_map(small: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """One patch-grid map (rows, cols) bilinearly resized to the image, float32 (H, W).
 
     OpenCV's bilinear resize (pixel centres aligned, no antialiasing) is what the official code
-    uses; the maps are always enlarged, so it equals torch's align_corners=False mode."""
-    height, width = image_hw
-    small = maps.detach().float().cpu().numpy().reshape(-1, grid[0], grid[1])
-    out = np.empty((small.shape[0], height, width), dtype=np.float32)
+    uses; the maps are always enlarged, so it equals torch's align_corners=False mode. The
+    official code resizes to the original image's size whatever size the model saw (CLIP-ES's
+    scales), so a downscaled input's maps come back at full size the same way."""
+    return cv2.resize(small, (image_hw[1], image_hw[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def upsample_maps(small: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """Patch-grid maps (tags, rows, cols) resized to the image, float32 (tags, H, W)."""
+    out = np.empty((small.shape[0], *image_hw), dtype=np.float32)
     for i, m in enumerate(small):
-        out[i] = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+        out[i] = upsample_map(m, image_hw)
     return out
+
+
+def segmentation_of(maps: torch.Tensor, grid: tuple[int, int], class_indices: list[int],
+                    image_hw: tuple[int, int], background_power: float) -> Segmentation:
+    """The Segmentation of normalised patch-grid maps (tags, patches): the label mask of the
+    maps upsampled to `image_hw`, one map at a time (see `label_mask_of`)."""
+    small = grid_maps(maps, grid)
+    mask = label_mask_of(lambda i: upsample_map(small[i], image_hw), class_indices, image_hw,
+                         background_power)
+    return Segmentation(class_indices, small, mask)
 
 
 def check_class_indices(class_indices: Sequence[int], num_classes: int) -> list[int]:
@@ -300,19 +364,21 @@ class ClipEsSegmenter:
         """Refined CAMs and the label mask of an RGB uint8 image (H, W, 3) for the classes
         `class_indices` (vocabulary indices, e.g. the `Tag.index` of TagCLIP's tags).
         `trunk`, from `trunk_recorder` and a TagCLIP pass over the same image, saves the
-        forward pass through blocks 1..11 when `shares_trunk` allows it.
+        forward pass through blocks 1..11 when `shares_trunk` allows it. An image larger than
+        `settings.max_input_side` is downscaled for the model; the mask has the image's size.
 
         An empty list is a ValueError: there is nothing to segment."""
         with self._lock:
             vocabulary, foreground, background = self._vocab_state
         indices = check_class_indices(class_indices, len(vocabulary.classes))
-        pixels = prepare_image(rgb, self.loaded.patch_size).to(self.loaded.device)
+        pixels = prepare_image(rgb, self.loaded.patch_size,
+                               self.settings.max_input_side).to(self.loaded.device)
         grid = (pixels.shape[-2] // self.loaded.patch_size, pixels.shape[-1] // self.loaded.patch_size)
         text = torch.cat([foreground[indices], background])
         cams, attention = self.grad_cams(pixels, text, len(indices), trunk=trunk)
         refined = refine_cams(cams, class_aware_affinity(attention), grid, self.settings.box_threshold)
-        maps = upsample_maps(normalise_rows(refined), grid, rgb.shape[:2])
-        return Segmentation(indices, maps, label_mask(maps, indices, self.settings.background_power))
+        return segmentation_of(normalise_rows(refined), grid, indices, rgb.shape[:2],
+                               self.settings.background_power)
 
     def trunk_recorder(self) -> AttentionVote:
         """An attention hook collecting what CLIP-ES needs from another pass's blocks."""
@@ -355,14 +421,15 @@ class ClipEsSegmenter:
         `normed` (1, tokens, width), given the block's input `x`: (tags, tokens, width).
 
         The official code runs the last block and one backward pass per tag. Batched, the
-        block runs on copies of `normed` (TAGS_PER_PASS at a time) and tag t's probability is
+        block runs on copies of `normed` (`tags_per_pass` at a time) and tag t's probability is
         taken from copy t; copies do not interact, so one backward pass of the sum leaves in
         copy t exactly tag t's gradient. Unbatched (for checking): one forward, one backward per
         tag."""
         with torch.enable_grad():
             if batched:
+                step = tags_per_pass(x.shape[1])
                 return torch.cat([self._copy_gradients(x, normed, text, range(start, min(
-                    start + TAGS_PER_PASS, num_tags))) for start in range(0, num_tags, TAGS_PER_PASS)])
+                    start + step, num_tags))) for start in range(0, num_tags, step)])
             leaf = normed.detach().requires_grad_(True)
             probabilities = self.image_probabilities(x, leaf, text)[0]
             return torch.cat([torch.autograd.grad(probabilities[t], leaf, retain_graph=True)[0]
@@ -404,5 +471,4 @@ def dmar_segment(result: TagResult, image_hw: tuple[int, int],
         class_indices = [t.index for t in result.tags]
     indices = check_class_indices(class_indices, len(result.vocabulary.classes))
     maps = normalise_rows(result.refined[:, indices].T.float())
-    cams = upsample_maps(maps, result.grid, image_hw)
-    return Segmentation(indices, cams, label_mask(cams, indices, settings.background_power))
+    return segmentation_of(maps, result.grid, indices, image_hw, settings.background_power)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .boxes import box_mask, contour_boxes
-from .image import prepare_image
+from .image import DEFAULT_MAX_INPUT_SIDE, check_max_side, prepare_image
 from .loading import LoadedModel
 from .reduce import flat_mean, row_means
 from .text import TextFeatureCache, default_cache_dir
@@ -37,12 +37,14 @@ class TagClipSettings:
     global_weight: float = 0.5        # weight of the CWR (global) score in the final score
     skip_degenerate: bool = False     # official CWR stops at the first empty box; True skips it only
     templates: str | tuple[str, ...] = "tagclip"
+    max_input_side: int | None = DEFAULT_MAX_INPUT_SIDE  # larger images are downscaled; None: never
 
     def __post_init__(self) -> None:
         for name in ("tag_threshold", "candidate_threshold", "global_weight"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], not {value}")
+        check_max_side(self.max_input_side)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,8 @@ class TagClip:
         block's attention (so CLIP-ES can reuse this forward pass)."""
         with self._lock:
             vocabulary, text = self._vocab_state
-        pixels = prepare_image(rgb, self.loaded.patch_size).to(self.loaded.device)
+        pixels = prepare_image(rgb, self.loaded.patch_size,
+                               self.settings.max_input_side).to(self.loaded.device)
         grid = (pixels.shape[-2] // self.loaded.patch_size, pixels.shape[-1] // self.loaded.patch_size)
         coarse, affinity, trunk = self.coarse_scores(pixels, text, hook)
         refined = dmar(coarse, affinity, grid)

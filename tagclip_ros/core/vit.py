@@ -95,17 +95,8 @@ class VisionTower:
             mask = None if attn_mask is None else attn_mask.to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            # The maps are (batch, heads, tokens, tokens), tens of MB per block at native
-            # resolution; without autograd, softmax and mask go in place (same kernels, same
-            # values), sparing a fresh allocation, and its page faults, per map.
-            in_place = not q.requires_grad
-            logits = (q * (width // heads) ** -0.5) @ k.transpose(-1, -2)
-            weights = _softmax(logits, in_place and attn_mask is None)
-            hook(index, weights.mean(dim=1))
-            if attn_mask is not None:
-                mask = attn_mask.to(logits.dtype)
-                weights = _softmax(logits.add_(mask) if in_place else logits + mask, in_place)
-            out = weights @ v
+            out, averaged = _explicit_attention(q, k, v, attn_mask)
+            hook(index, averaged)
         out = out.transpose(1, 2).reshape(batch, tokens, width)
         return attn.out_proj(out)
 
@@ -120,6 +111,33 @@ class VisionTower:
         for index in range(len(self.blocks)):
             x = self.block(index, x, attn_mask, hook)
         return self.project(x)
+
+
+def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention output (batch, heads, tokens, head_width) and the head-averaged attention
+    *before* the mask (batch, tokens, tokens), with the maps computed explicitly.
+
+    The maps are tokens² floats per head (52 MB at 1280×720 with ViT-B/16's patches), so the
+    order of work bounds the peak: without autograd the softmax goes in place (same kernel,
+    same values); the masked output is taken one head at a time (one extra map, not a masked
+    copy of every head's); and every head's map is freed before the caller sees the average.
+    The average itself is the official one — the sum over the materialised heads divided by
+    their number — because torch's sum over heads adds in an order that depends on an
+    element's position and the thread count (from 5 heads on), which no head-by-head
+    accumulation reproduces bit for bit."""
+    in_place = not q.requires_grad
+    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    out = None
+    if attn_mask is not None:
+        mask = attn_mask.to(logits.dtype)
+        out = torch.cat([_softmax(logits[:, h:h + 1] + mask, in_place) @ v[:, h:h + 1]
+                         for h in range(logits.shape[1])], dim=1)
+    weights = _softmax(logits, in_place)
+    if out is None:
+        out = weights @ v
+    averaged = weights.mean(dim=1)  # sum over heads / heads (torch's CPU mean sums, then divides)
+    return out, averaged
 
 
 def _softmax(logits: torch.Tensor, in_place: bool) -> torch.Tensor:

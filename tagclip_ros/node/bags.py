@@ -134,6 +134,17 @@ def qos(latched: bool) -> list[Qos]:
                 never, never, QosLiveliness.AUTOMATIC, never, False)]
 
 
+def replace_folder(built: str, target: str, staging: str) -> None:
+    """Move the finished bag `built` (inside the folder `staging`) to `target`, replacing any
+    earlier output, then remove `staging`. Renames only: `target` is at every moment the old
+    bag, absent (a run killed between the renames: the next run starts over) or the new bag
+    whole, never a half-deleted old one."""
+    if os.path.lexists(target):
+        os.replace(target, built + ".replaced")  # into staging, removed with it
+    os.replace(built, target)
+    shutil.rmtree(staging)
+
+
 class BagTagger:
     """Copies a bag and adds, for each frame of its image topics, the node's outputs."""
 
@@ -144,27 +155,28 @@ class BagTagger:
 
     def run(self, source: str, target: str, on_start: Callable[[int], None],
             on_frame: Callable[[str | None], None]) -> BagReport:
-        """Write the tagged copy of `source` to `target` (through `target`.partial, renamed
-        when complete, so no half-written bag is ever left under that name). `on_start` gets
-        the number of image messages; `on_frame` is called once per image message with None or
-        the reason it was skipped."""
+        """Write the tagged copy of `source` to `target`: built in `target`.partial (its files
+        named after `target`) and moved into place when complete, so no half-written bag is
+        ever left under that name; a killed run's `target`.partial is discarded by the next.
+        `on_start` gets the number of image messages; `on_frame` is called once per image
+        message with None or the reason it was skipped."""
         target = os.path.normpath(target)
-        partial = target + PARTIAL_SUFFIX
-        shutil.rmtree(partial, ignore_errors=True)
+        staging = target + PARTIAL_SUFFIX
+        shutil.rmtree(staging, ignore_errors=True)
+        built = os.path.join(staging, os.path.basename(target))
         report = BagReport()
         try:
             with Reader(source) as reader:
                 topics = image_topics(reader.connections, self.options.topics)
                 on_start(sum(c.msgcount for c in reader.connections if c.topic in topics))
-                with Writer(partial, version=9, storage_plugin=storage_of(source)) as writer:
+                os.makedirs(staging)
+                with Writer(built, version=9, storage_plugin=storage_of(source)) as writer:
                     self._copy(reader, writer, topics, report, on_frame)
         except ReaderError as exc:
             raise BagError(f"{source}: not a readable rosbag2 ({exc})") from None
         except WriterError as exc:
-            raise BagError(f"{partial}: cannot write the bag ({exc})") from None
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(partial, target)
+            raise BagError(f"{staging}: cannot write the bag ({exc})") from None
+        replace_folder(built, target, staging)
         return report
 
     def _copy(self, reader: Reader, writer: Writer, topics: dict[str, str], report: BagReport,

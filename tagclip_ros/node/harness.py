@@ -7,6 +7,7 @@ file, `-p` overrides and remaps.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -52,11 +53,14 @@ class TaggerProcess:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()
 
-    def stop(self) -> int:
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 20.0) -> int:
+        """Send `signum` (default SIGINT, like Ctrl-C in a launch terminal) and return the exit
+        status; a node still running after `timeout` s is killed (status -9). A node that
+        has already exited is not signalled: its status is returned, so stop() is idempotent."""
         if self.process.poll() is None:
-            self.process.send_signal(2)  # SIGINT, like Ctrl-C in a launch terminal
+            self.process.send_signal(signum)
             try:
-                self.process.wait(20)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -1,31 +1,62 @@
-"""Entry point of the `tagger_node` executable."""
+"""Entry point of the `tagger_node` executable (also `python -m tagclip_ros.node.main`)."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from typing import NoReturn
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the tagger node until Ctrl-C or SIGTERM; exit quietly, without a stack trace."""
+    """Run the tagger node until Ctrl-C or SIGTERM, then exit with status 0 within about a
+    second (launch escalates to SIGTERM after 5 s), without a stack trace, even in the middle of
+    loading the model or of a frame."""
+    # SIGTERM becomes KeyboardInterrupt, as SIGINT is. Set before rclpy.init, so that rclpy's own
+    # handler (which wakes the executor at once) chains to it, as it does to Python's for SIGINT.
+    signal.signal(signal.SIGTERM, _interrupt)
     rclpy.init(args=args if args is not None else sys.argv)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
-    from .tagger import TaggerNode  # after init: importing torch takes seconds
-    node = TaggerNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    node = None
+    worker_ended = True
     try:
+        from .tagger import TaggerNode  # after init: importing torch takes seconds
+        node = TaggerNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node.worker is not None:
-            node.worker.stop()
-        node.destroy_node()
+        _ignore_signals()  # a second Ctrl-C must not interrupt the cleanup with a stack trace
+        if node is not None:
+            worker_ended = node.release()
+            node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_signals()  # try_shutdown put the handlers from before init back
+    if not worker_ended:
+        _exit_now(0)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _ignore_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _exit_now(status: int) -> NoReturn:
+    """End the process now, with ROS already shut down, leaving the frame that the worker thread
+    is still computing unfinished (its result was going to be dropped). A normal interpreter exit
+    would have to wait for that frame, and if it did not, would finalize while torch runs on the
+    thread, which aborts ("terminate called without an active exception", status -6)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

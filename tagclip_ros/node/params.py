@@ -9,13 +9,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from ..core.image import DEFAULT_MAX_INPUT_SIDE
 from ..core.vocab import BUILTIN, VOC_SEGMENTATION_NAMES, Vocabulary
 
 RUNTIME = "changeable at runtime"
 CONFIGURE = "read at configure time"
 ACTIVATE = "read at activate time"
+# Parameters naming a file or folder the node reads or writes: nothing on the ROS graph may point
+# the node at another file, so rclpy refuses remote changes ("Trying to set a read-only
+# parameter"); a value can still be given at start (command line, params file, launch).
+FIXED = "fixed at start: read-only, as it names a file or folder the node reads or writes"
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,23 @@ class ParamSpec:
         text = f"{self.description} ({self.applies})"
         if self.choices:
             text += f"; one of {', '.join(self.choices)}"
-        descriptor = ParameterDescriptor(name=self.name, description=text)
-        if self.value_range:
+        descriptor = ParameterDescriptor(name=self.name, description=text,
+                                         read_only=self.read_only)
+        if self.read_only:
+            descriptor.additional_constraints = ("read-only: set it when starting the node "
+                                                 "(-p, a params file or the launch file)")
+        if self.value_range and isinstance(self.default, int):
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(self.value_range[0]), to_value=int(self.value_range[1]), step=1)]
+        elif self.value_range:
             descriptor.floating_point_range = [FloatingPointRange(
                 from_value=self.value_range[0], to_value=self.value_range[1], step=0.0)]
         return descriptor
+
+    @property
+    def read_only(self) -> bool:
+        """Whether remote `set_parameters` calls are refused (by rclpy, with a reason)."""
+        return self.applies == FIXED
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -52,16 +69,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=("clipes", "dmar")),
     ParamSpec("segmentation.background_power", 1.0, "exponent of the background score "
               "(1 - max CAM)^p; larger gives more foreground", value_range=(0.01, 10.0)),
-    ParamSpec("model.name", "ViT-B-16", "open_clip architecture", CONFIGURE),
+    ParamSpec("model.name", "ViT-B-16", "open_clip architecture", FIXED),
     ParamSpec("model.pretrained", "openai", "open_clip pretrained tag, downloaded on first use",
-              CONFIGURE),
+              FIXED),
     ParamSpec("model.weights", "", "local checkpoint file (OpenAI .pt or open_clip); "
-              "overrides model.pretrained", CONFIGURE),
+              "overrides model.pretrained", FIXED),
     ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N", CONFIGURE),
+    ParamSpec("max_input_side", DEFAULT_MAX_INPUT_SIDE, "frames whose longer side exceeds this "
+              "many pixels are downscaled for the model (label masks keep the frame's size); "
+              "bounds memory per frame; 0: native size", CONFIGURE, value_range=(0, 16384)),
     ParamSpec("precision", "fp32", "numeric precision; fp16/bf16 only on CUDA", CONFIGURE,
               choices=("fp32", "fp16", "bf16")),
-    ParamSpec("text_cache_dir", "", "text-feature cache folder ('' = ~/.cache/tagclip_ros)",
-              CONFIGURE),
+    ParamSpec("text_cache_dir", "", "text-feature cache folder ('' = ~/.cache/tagclip_ros/text)",
+              FIXED),
     ParamSpec("image_transport", "raw", "subscribe to image (raw) or image/compressed",
               ACTIVATE, choices=("raw", "compressed")),
     ParamSpec("image_qos", "sensor_data", "image subscription QoS: sensor_data (best effort) "

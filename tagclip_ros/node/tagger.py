@@ -6,6 +6,7 @@ inference on a worker thread that only ever sees the newest frame. See
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Classification, LabelInfo
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
+from ..core.image import downscale_note
 from ..core.pipeline import Perceived, Perception
 from ..core.segment import SegmentationSettings
 from ..core.tagclip import TagClipSettings
@@ -36,6 +38,9 @@ except ImportError:  # Humble
 
 NODE_NAME = "tagclip_tagger"
 LOG_THROTTLE_S = 5.0
+# How long cleanup and exit wait for a frame in progress (which cannot be interrupted: ViT-B/16
+# on a CPU takes seconds per frame) before abandoning it; its result would be dropped anyway.
+STOP_GRACE_S = 1.0
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                      reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -55,9 +60,13 @@ class TaggerNode(LifecycleNode):
         self.stats = FrameStats()
         self.perception: Perception | None = None
         self.worker: LatestFrameWorker | None = None
+        self._stopping: list[LatestFrameWorker] = []  # stopped, but still finishing a frame
         self.subscription = None
         self.pubs: dict[str, Any] = {}
         self.active = False
+        self._activation = 0  # counts activations: a frame's results need the same one to go out
+        self._publish_lock = threading.Lock()  # publishing vs. deactivate, cleanup and exit
+        self._noted_size: tuple[int, int] | None = None  # frame size last checked for downscaling
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.param("diagnostics_period"), self._publish_diagnostics)
         if self.param("autostart"):
@@ -103,45 +112,62 @@ class TaggerNode(LifecycleNode):
             CompressedImage if compressed else Image,
             "image/compressed" if compressed else "image",
             self._on_image, qos, event_callbacks=events)
-        self.active = True
+        with self._publish_lock:
+            self.active = True
+            self._activation += 1
         self.get_logger().info(f"active: listening on {self.subscription.topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self.active = False
+        with self._publish_lock:  # once this returns, a frame in progress publishes nothing
+            self.active = False
         if self.subscription is not None:
             self.destroy_subscription(self.subscription)
             self.subscription = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._release()
+        if not self.release():
+            self.get_logger().info("cleanup: the frame in progress is abandoned; its thread "
+                                   "frees the model when that frame is done")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self.on_deactivate(state)
-        self._release()
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
-    def _release(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
-        for publisher in self.pubs.values():
-            self.destroy_publisher(publisher)
-        self.pubs = {}
-        self.perception = None
+    def release(self, timeout: float = STOP_GRACE_S) -> bool:
+        """Stop processing and free the worker, the publishers and the model; nothing is
+        published afterwards. Waits at most `timeout` s for a frame in progress: neither a
+        transition nor an exit should wait long for a result that is dropped anyway. Returns
+        whether no inference thread is left (this worker's, or one an earlier cleanup left
+        finishing its frame); such a thread ends by itself once its frame is done."""
+        worker, self.worker = self.worker, None
+        with self._publish_lock:
+            self.active = False
+        if worker is not None:
+            self._stopping.append(worker)
+        self._stopping = [w for w in self._stopping if not w.stop(timeout)]
+        with self._publish_lock:
+            for publisher in self.pubs.values():
+                self.destroy_publisher(publisher)
+            self.pubs = {}
+            self.perception = None
         free_accelerator_memory()
+        return not self._stopping
 
     # ---- parameters ------------------------------------------------------------------------
     def _values(self) -> dict[str, Any]:
         return {spec.name: self.param(spec.name) for spec in PARAMETERS}
 
     def _tag_settings(self) -> TagClipSettings:
-        return TagClipSettings(tag_threshold=self.param("tag_threshold"))
+        return TagClipSettings(tag_threshold=self.param("tag_threshold"),
+                               max_input_side=self.param("max_input_side") or None)
 
     def _segmentation_settings(self) -> SegmentationSettings:
-        return SegmentationSettings(background_power=self.param("segmentation.background_power"))
+        return SegmentationSettings(background_power=self.param("segmentation.background_power"),
+                                    max_input_side=self.param("max_input_side") or None)
 
     def _on_set_parameters(self, parameters: list) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
@@ -150,14 +176,16 @@ class TaggerNode(LifecycleNode):
             self.get_logger().warning(f"parameter change rejected: {reason}")
             return SetParametersResult(successful=False, reason=reason)
         if self.worker is not None:  # apply on the inference thread, before the next frame
-            self.worker.call_soon(lambda: self._apply(changes))
+            values = {**self._values(), **changes}  # the state this change leads to, as checked
+            self.worker.call_soon(lambda: self._apply(changes, values))
         return SetParametersResult(successful=True)
 
-    def _apply(self, changes: dict[str, Any]) -> None:
+    def _apply(self, changes: dict[str, Any], values: dict[str, Any]) -> None:
+        """Apply accepted `changes`; `values` are all parameters right after them (later changes
+        may already be set, and come as their own tasks)."""
         perception = self.perception
         if perception is None:
             return
-        values = {**self._values(), **changes}
         perception.update(changes.get("tag_threshold"), changes.get("segmentation.background_power"))
         if "vocabulary" in changes or "background" in changes:
             vocabulary = vocabulary_from(values)
@@ -166,18 +194,19 @@ class TaggerNode(LifecycleNode):
             encoded = perception.tagger.text_cache.encoded_names - before
             self.get_logger().info(f"vocabulary now has {len(vocabulary.classes)} classes "
                                    f"({encoded} names newly encoded)")
-        if {"vocabulary", "background", "tag_threshold"} & changes.keys():
+        if {"vocabulary", "background", "tag_threshold"} & changes.keys() \
+                and self.perception is perception:  # not after cleanup, from a stale thread
             self._publish_label_info(values["tag_threshold"])
 
     # ---- frames ----------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
         if self.active and self.worker is not None:
-            self.worker.submit((msg, time.monotonic()))
+            self.worker.submit((msg, time.monotonic(), self._activation))
 
-    def _process(self, frame: tuple[Image | CompressedImage, float]) -> None:
-        msg, received = frame
+    def _process(self, frame: tuple[Image | CompressedImage, float, int]) -> None:
+        msg, received, activation = frame
         perception = self.perception
-        if perception is None or not self.active:
+        if perception is None or not self._current(activation):
             return
         try:
             rgb = conversions.frame_to_rgb(msg)
@@ -186,26 +215,50 @@ class TaggerNode(LifecycleNode):
             self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=LOG_THROTTLE_S)
             return
         method = self.param("segmentation.method") if self.param("segmentation.enabled") else None
+        self._note_downscale(perception, rgb.shape[:2])
         result = perception.run(rgb, method)
-        self._publish_results(msg, rgb, result)
+        if not self._publish_results(msg, rgb, result, activation):
+            return
         in_node = time.monotonic() - received
         self.stats.record(in_node, result.seconds)
         stamp = msg.header.stamp
         self.get_logger().debug(f"frame {stamp.sec}.{stamp.nanosec:09d}: core "
                                 f"{1000 * result.seconds:.2f} ms, in node {1000 * in_node:.2f} ms")
 
-    def _publish_results(self, msg: Image | CompressedImage, rgb, result: Perceived) -> None:
-        overlay = self.pubs["overlay"].get_subscription_count() > 0  # drawn only when watched
-        for topic, out in conversions.result_messages(result, msg.header, rgb, overlay).items():
-            self.pubs[topic].publish(out)
+    def _note_downscale(self, perception: Perception, size: tuple[int, int]) -> None:
+        """Log that frames are downscaled for the model: once, and again if the size changes."""
+        if size == self._noted_size:
+            return
+        self._noted_size = size
+        settings = perception.tagger.settings
+        note = downscale_note(*size, perception.tagger.loaded.patch_size, settings.max_input_side)
+        if note:
+            self.get_logger().info(note)
+
+    def _current(self, activation: int) -> bool:
+        """Whether the node stayed active since a frame arrived during `activation`."""
+        return self.active and activation == self._activation
+
+    def _publish_results(self, msg: Image | CompressedImage, rgb, result: Perceived,
+                         activation: int) -> bool:
+        """Publish a frame's results, unless the node was deactivated (or cleaned up, or is
+        exiting) since the frame arrived; returns whether they went out."""
+        with self._publish_lock:
+            if not self._current(activation):
+                return False
+            overlay = self.pubs["overlay"].get_subscription_count() > 0  # drawn only when watched
+            for topic, out in conversions.result_messages(result, msg.header, rgb, overlay).items():
+                self.pubs[topic].publish(out)
+        return True
 
     def _publish_label_info(self, threshold: float | None = None) -> None:
-        if self.perception is None or "label_info" not in self.pubs:
-            return
-        header = Header(stamp=self.get_clock().now().to_msg())
-        threshold = self.param("tag_threshold") if threshold is None else threshold
-        self.pubs["label_info"].publish(
-            conversions.label_info(self.perception.vocabulary, threshold, header))
+        with self._publish_lock:  # never into a publisher that cleanup destroyed
+            if self.perception is None or "label_info" not in self.pubs:
+                return
+            header = Header(stamp=self.get_clock().now().to_msg())
+            threshold = self.param("tag_threshold") if threshold is None else threshold
+            self.pubs["label_info"].publish(
+                conversions.label_info(self.perception.vocabulary, threshold, header))
 
     def _on_worker_error(self, exc: Exception) -> None:
         self.stats.record_bad(f"{type(exc).__name__}: {exc}")

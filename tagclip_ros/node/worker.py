@@ -29,14 +29,19 @@ class LatestFrameWorker(Generic[Frame]):
         self._running = True
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the frame in progress; pending frames are discarded."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the thread; pending frames and tasks are discarded. A frame (or task) in
+        progress cannot be interrupted: this waits at most `timeout` s for it and returns
+        whether the thread has ended. If not, the thread ends by itself once that frame is
+        done; an error it raises then is not reported (it comes from the teardown)."""
         with self._cond:
             self._running = False
             self._pending = None
+            self._tasks = []
             self._cond.notify_all()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def submit(self, frame: Frame) -> None:
         with self._cond:
@@ -62,10 +67,20 @@ class LatestFrameWorker(Generic[Frame]):
                 self.busy = True
             try:
                 for task in tasks:
-                    task()
+                    self._run(task)
                 if frame is not None:
-                    self._process(frame)
-            except Exception as exc:  # the thread must outlive any one frame or task
-                self._on_error(exc)
+                    self._run(lambda: self._process(frame))
             finally:
                 self.busy = False
+
+    def _run(self, job: Callable[[], None]) -> None:
+        """Run one task or frame, unless stopped meanwhile. A failure is reported and skips
+        only this job: the thread must outlive any one frame or task, and a failed task must
+        not keep the tasks after it (later parameter changes) from being applied."""
+        if not self._running:
+            return
+        try:
+            job()
+        except Exception as exc:
+            if self._running:
+                self._on_error(exc)

@@ -6,6 +6,9 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from tagclip_ros.core import TagClip, TagClipSettings, load_vocabulary, read_image
 
 from ..conftest import IMAGES, WEIGHTS, reference_scores
 from .helpers import run_cli
@@ -61,3 +64,34 @@ def test_folder_argument_and_progress_bar(tmp_path, text_cache_dir):
     done = run_cli("classify", str(tmp_path), "--weights", WEIGHTS, cache=text_cache_dir)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("img") == 5 and "5/5" in done.stderr
+
+
+def test_max_input_side_downscales_large_images(tmp_path, text_cache_dir, loaded, text_cache):
+    """A 1353×900 image: at --max-input-side 640 the model sees it at 640×432 (said once on
+    stderr), with 0 at its native size; the scores are the core's for that setting."""
+    photo = Image.open(os.path.join(IMAGES, "chelsea.jpg")).convert("RGB")
+    large = tmp_path / "large.png"
+    photo.resize((1353, 900), Image.Resampling.BICUBIC).save(large)
+    scores = {}
+    for limit in ("640", "0"):
+        out = tmp_path / f"{limit}.json"
+        done = run_cli("classify", str(large), str(large), "--weights", WEIGHTS, "--device", "cpu",
+                       "--max-input-side", limit, "--json", str(out), cache=text_cache_dir)
+        assert done.returncode == 0, done.stderr
+        note = "1353x900 images are downscaled to 640x432 for the model (max_input_side 640)"
+        assert done.stderr.count(note) == (1 if limit == "640" else 0), done.stderr
+        scores[limit] = [r["scores"] for r in json.loads(out.read_text())["results"]]
+        settings = TagClipSettings(max_input_side=int(limit) or None)
+        expected = TagClip(loaded, load_vocabulary("voc"), settings, text_cache).classify(
+            read_image(str(large))).scores
+        for got in scores[limit]:
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert not np.allclose(scores["640"][0], scores["0"][0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", ["-3", "big"])
+def test_max_input_side_must_be_a_number_of_pixels(value, text_cache_dir):
+    done = run_cli("classify", os.path.join(IMAGES, "chelsea.jpg"), "--weights", WEIGHTS,
+                   "--max-input-side", value, cache=text_cache_dir)
+    assert done.returncode == 2
+    assert "--max-input-side" in done.stderr and "Traceback" not in done.stderr

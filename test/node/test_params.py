@@ -35,3 +35,11 @@ def test_valid_changes_pass_and_keep_prompt_names():
     assert rejection_reason({"vocabulary": ["robot", "person"], "tag_threshold": 0.3}, CURRENT) is None
     vocab = vocabulary_from({**CURRENT, "vocabulary": ["robot", "person"]})
     assert vocab.prompt_name("person") == "person with clothes,people,human"
+
+
+def test_file_and_folder_parameters_and_only_they_are_read_only():
+    """What names a file or folder is fixed at start; everything else stays settable."""
+    read_only = {spec.name for spec in PARAMETERS if spec.descriptor().read_only}
+    assert read_only == {"model.name", "model.pretrained", "model.weights", "text_cache_dir"}
+    for name in read_only:
+        assert "read-only" in next(s for s in PARAMETERS if s.name == name).descriptor().description
