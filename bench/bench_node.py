@@ -9,7 +9,6 @@ logs for it (debug log). The difference is what ROS costs: transport, conversion
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -28,6 +27,7 @@ sys.path.insert(0, REPO)
 from tagclip_ros.core import read_image  # noqa: E402
 from tagclip_ros.msg import TagArray  # noqa: E402
 from tagclip_ros.node.conversions import rgb_to_image  # noqa: E402
+from results_io import save_results  # noqa: E402
 from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until  # noqa: E402
 
 WEIGHTS = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "reference", "clip_tiny12_seed1.pt")
@@ -96,13 +96,7 @@ def main() -> int:
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "node"))
     args = parser.parse_args()
     result = run(args.frames, args.method, args.weights)
-    table = markdown(result)
-    print(table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    with open(args.out + ".md", "w", encoding="utf-8") as f:
-        f.write(table)
+    save_results(args.out, result, markdown(result))
     return 0
 
 

@@ -14,7 +14,6 @@ Goals: RSS growth < 5% from the end of the first minute to the end, p99 flat, ze
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, REPO)
 from tagclip_ros.core import read_image  # noqa: E402
 from tagclip_ros.msg import TagArray  # noqa: E402
 from tagclip_ros.node.conversions import rgb_to_image  # noqa: E402
+from results_io import save_results  # noqa: E402
 from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until  # noqa: E402
 
 WEIGHTS = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "reference", "clip_tiny12_seed1.pt")
@@ -164,13 +164,7 @@ def main() -> int:
         client.close()
         rclpy.shutdown()
     result = summarise(soak, len(soak.sent), died or stopped != 0, args)
-    table = markdown(result)
-    print(table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    with open(args.out + ".md", "w", encoding="utf-8") as f:
-        f.write(table)
+    save_results(args.out, result, markdown(result))
     return 1 if result["crashed"] else 0
 
 

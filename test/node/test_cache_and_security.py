@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import pathlib
-import random
 import shutil
 
 import numpy as np
 import pytest
-import rclpy
 from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
 from rclpy.parameter import Parameter
@@ -35,17 +33,6 @@ NODE = f"{NAMESPACE}/tagclip_tagger"
 VOCABULARY = ["cat", "dog", "person", "sofa", "chair"]
 BACKGROUND = ["grass", "sky", "wall", "floor", "tree"]
 FILE_PARAMETERS = ("model.weights", "model.name", "model.pretrained", "text_cache_dir")
-
-
-@pytest.fixture(scope="module")
-def ros():
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as run.sh does
-    rclpy.init()
-    client = Client()
-    yield client
-    client.close()
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

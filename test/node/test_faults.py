@@ -4,7 +4,6 @@ of a frame. Plus the worker behaviour those rely on."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import threading
@@ -13,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from rcl_interfaces.srv import SetParameters, SetParametersAtomically
@@ -38,17 +36,6 @@ IMAGE_SOURCE = os.path.join(os.path.dirname(TAGGER), "image_source")
 VOC, COCO = load_vocabulary("voc"), load_vocabulary("coco")
 CUSTOM = ("cat", "dog", "robot")
 CUSTOM_5 = ("person", "forklift", "pallet", "box", "cone")
-
-
-@pytest.fixture(scope="module")
-def ros():
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as run.sh does
-    rclpy.init()
-    client = Client()
-    yield client
-    client.close()
-    rclpy.shutdown()
 
 
 def started(ros, tmp_path_factory, text_cache_dir, namespace: str, **params) -> tuple:

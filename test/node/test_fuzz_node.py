@@ -11,14 +11,11 @@ exit cleanly on SIGINT and logged no traceback and no unexpected per-frame failu
 from __future__ import annotations
 
 import itertools
-import os
-import random
 import threading
 from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from hypothesis import HealthCheck, Phase, given, settings
 from sensor_msgs.msg import CompressedImage, Image
@@ -42,17 +39,6 @@ NODE_FUZZ = dict(deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 STAMPS = itertools.count(20_000)
 CASES: Counter[tuple[str, str]] = Counter()  # (namespace, outcome) -> frames
-
-
-@pytest.fixture(scope="module")
-def ros():
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as run.sh does
-    rclpy.init()
-    client = Client()
-    yield client
-    client.close()
-    rclpy.shutdown()
 
 
 @dataclass

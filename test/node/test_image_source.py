@@ -4,13 +4,11 @@ with one sentence."""
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import time
 
 import pytest
-import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -23,16 +21,6 @@ IMAGE_SOURCE = os.path.join(os.path.dirname(sys.executable), "image_source")
 START_S = 120  # importing torch on a busy 2-core machine
 RATE = 10.0
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-
-
-@pytest.fixture(scope="module")
-def ros():
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
-    rclpy.init()
-    client = Client()
-    yield client
-    client.close()
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

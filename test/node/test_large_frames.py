@@ -9,11 +9,9 @@ ViT-B/16's); peak RSS is read from /proc, after resetting the process's high-wat
 from __future__ import annotations
 
 import os
-import random
 
 import numpy as np
 import pytest
-import rclpy
 from PIL import Image as PILImage
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -24,7 +22,7 @@ from tagclip_ros.core.image import DEFAULT_MAX_INPUT_SIDE
 from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
-from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until
+from tagclip_ros.node.harness import LATCHED, Camera, TaggerProcess, wait_until
 
 from ..conftest import IMAGES, WEIGHTS
 
@@ -35,17 +33,6 @@ WIDTH, HEIGHT = 3840, 2160
 # idle RSS, with the test model at the default max_input_side (README, "Memory per frame").
 FRAME_PEAK_MB = 700
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def ros():
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as run.sh does
-    rclpy.init()
-    client = Client()
-    yield client
-    client.close()
-    rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,11 @@ input, bad frames, back-pressure and lifecycle."""
 from __future__ import annotations
 
 import os
-import random
 import time
 
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -32,17 +30,6 @@ from ..conftest import IMAGES, WEIGHTS
 
 STARTUP_S = 240
 ANSWER_S = 60
-
-
-@pytest.fixture(scope="module")
-def ros():
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # as run.sh does
-    rclpy.init()
-    client = Client()
-    yield client
-    client.close()
-    rclpy.shutdown()
 
 
 def start(ros, tmp_path_factory, text_cache_dir, namespace: str, **params) -> tuple:
