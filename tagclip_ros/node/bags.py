@@ -248,6 +248,10 @@ class BagTagger:
                                             offered_qos_profiles=qos(name == "label_info"))
                 for name in names}
 
-    @staticmethod
-    def _write(writer: Writer, connection: Connection, log_time: int, msg) -> None:
-        writer.write(connection, log_time, serialize_message(msg))
+    def _write(self, writer: Writer, connection: Connection, log_time: int, msg) -> None:
+        """Write an rclpy message. rclpy leaves CDR padding bytes unset (whatever memory held),
+        so the bytes go once through rosbags, which writes the same message with zero padding:
+        a bag's bytes then depend only on its messages."""
+        raw = serialize_message(msg)
+        decoded = self.store.deserialize_cdr(raw, connection.msgtype)
+        writer.write(connection, log_time, self.store.serialize_cdr(decoded, connection.msgtype))
