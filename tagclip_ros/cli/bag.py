@@ -6,9 +6,9 @@ import os
 
 from tqdm import tqdm
 
-from ..core import TagClipSettings, load_vocabulary
-from ..core.pipeline import SEGMENTATION_METHODS, Perception
-from .common import EXIT_SOME_FAILED, add_model_arguments, load_model_from, report
+from ..core import load_vocabulary
+from ..core.pipeline import SEGMENTATION_METHODS
+from .common import EXIT_SOME_FAILED, add_model_arguments, build_perception, report
 
 HELP = "tag the image topics of a rosbag2 (mcap or sqlite3) into a copy of it"
 DESCRIPTION = ("Writes OUT, a rosbag2 in IN's storage format holding every message of IN "
@@ -50,10 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"tagclip bag needs ROS 2 Python and this package's messages ({exc}); "
                          "source your ROS 2 workspace, or `. scripts/ros_env.sh .venv install`") from None
     vocabulary = load_vocabulary(args.vocab, args.background)
-    loaded, cache = load_model_from(args)
-    perception = Perception(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold,
-                                                                max_input_side=args.max_input_side),
-                            text_cache=cache)
+    perception = build_perception(args, vocabulary)
     options = BagOptions(None if args.no_masks else args.method, args.overlay, args.topics)
     bars: list[tqdm] = []  # made once the image topics are known, so errors come alone
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from ..core import (ImageError, LoadedModel, TagClip, TagClipSettings, TagResult, TextFeatureCache,
                     Vocabulary, default_cache_dir, load_model, load_vocabulary, read_image)
 from ..core.image import DEFAULT_MAX_INPUT_SIDE, check_max_side, downscale_note, image_files
+from ..core.pipeline import Perception
 
 PROGRESS_MIN_IMAGES = 5
 EXIT_SOME_FAILED = 1
@@ -68,6 +69,13 @@ def build_classifier(args: argparse.Namespace, vocabulary: Vocabulary | None = N
     vocabulary = vocabulary or load_vocabulary(args.vocab, args.background)
     loaded, cache = load_model_from(args)
     return TagClip(loaded, vocabulary, tag_settings(args), cache)
+
+
+def build_perception(args: argparse.Namespace, vocabulary: Vocabulary) -> Perception:
+    """Model, TagCLIP and CLIP-ES over `vocabulary` from parsed arguments, for the verbs that
+    classify and then segment (raises WeightsError)."""
+    loaded, cache = load_model_from(args)
+    return Perception(loaded, vocabulary, tag_settings(args), text_cache=cache)
 
 
 def expand_images(paths: Sequence[str]) -> list[str]:

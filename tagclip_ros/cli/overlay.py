@@ -7,12 +7,12 @@ import os
 
 from tqdm import tqdm
 
-from ..core import TagClipSettings, Vocabulary, load_vocabulary
+from ..core import Vocabulary, load_vocabulary
 from ..core import dataset
 from ..core.dataset import SplitEntry
 from ..core.overlay import render_overlay
-from ..core.pipeline import SEGMENTATION_METHODS, Perception
-from .common import (add_model_arguments, expand_images, finish, load_model_from, read_each,
+from ..core.pipeline import SEGMENTATION_METHODS
+from .common import (add_model_arguments, build_perception, expand_images, finish, read_each,
                      report_skipped)
 
 HELP = "pictures: masks and tags drawn on the images"
@@ -53,10 +53,7 @@ def draw_overlays(args: argparse.Namespace, vocabulary: Vocabulary,
                   todo: list[tuple[str, SplitEntry]], failures: list[str]) -> None:
     """Classify and segment each image and write its picture; unreadable images are reported
     and added to `failures`."""
-    loaded, cache = load_model_from(args)
-    perception = Perception(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold,
-                                                                max_input_side=args.max_input_side),
-                            text_cache=cache)
+    perception = build_perception(args, vocabulary)
     for (path, entry), rgb in read_each(todo, lambda item: item[0], "overlay", failures):
         perceived = perception.run(rgb, args.method)
         captions = [(t.class_id, f"{t.label} {t.score:.2f}") for t in perceived.tags.tags]

@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..core import TagClip, TagClipSettings, Vocabulary, load_vocabulary
+from ..core import TagClip, Vocabulary, load_vocabulary
 from ..core import dataset
 from ..core.crf import CrfSettings, crf_label_mask, require_crf
 from ..core.dataset import SplitEntry
 from ..core.pipeline import SEGMENTATION_METHODS
 from ..core.segment import ClipEsSegmenter, Segmentation, SegmentationSettings, dmar_segment
 from .common import (add_model_arguments, add_split_arguments, finish, load_model_from, read_each,
-                     report, report_skipped)
+                     report, report_skipped, tag_settings)
 
 HELP = "label-mask PNGs for the tags of a tag file"
 DESCRIPTION = ("Writes OUT/<stem>.png (palette PNG: 0 background, class id + 1) for the "
@@ -46,8 +46,7 @@ def build_segmenter(args: argparse.Namespace, vocabulary: Vocabulary,
     loaded, cache = load_model_from(args)
     if args.method == "clipes":
         return ClipEsSegmenter(loaded, vocabulary, settings, cache).segment
-    tagger = TagClip(loaded, vocabulary, TagClipSettings(tag_threshold=args.threshold,
-                                                         max_input_side=args.max_input_side), cache)
+    tagger = TagClip(loaded, vocabulary, tag_settings(args), cache)
     return lambda rgb, ids: dmar_segment(tagger.classify(rgb), rgb.shape[:2], settings, ids)
 
 
