@@ -188,34 +188,35 @@ class BagTagger:
             if connection.topic not in topics:
                 continue
             space = topics[connection.topic]
+            msg = self._deserialise(raw, connection)
             if space not in outputs:
                 outputs[space] = self._output_connections(writer, space)
                 self._write(writer, outputs[space]["label_info"], log_time,
-                            self._label_info(raw, connection))
-            problem = self._tag_frame(writer, outputs[space], connection, log_time, raw)
+                            self._label_info(msg.header if msg is not None else Header()))
+            problem = ("the message cannot be deserialised (truncated or corrupt)" if msg is None
+                       else self._tag_frame(writer, outputs[space], msg, log_time))
             if problem:
                 report.bad.append(f"{connection.topic} at {log_time}: {problem}")
             else:
                 report.frames += 1
             on_frame(problem)
 
-    def _label_info(self, raw: bytes, connection: Connection):
-        """The label map, stamped like the namespace's first frame when that frame reads."""
+    @staticmethod
+    def _deserialise(raw: bytes, connection: Connection) -> Image | CompressedImage | None:
+        """The image message, or None for a payload rclpy cannot read."""
         try:
-            header = deserialize_message(raw, IMAGE_TYPES[connection.msgtype]).header
-        except Exception:  # a corrupt first frame: an unstamped map is still right
-            header = None
-        tagger = self.perception.tagger
-        return conversions.label_info(tagger.vocabulary, tagger.settings.tag_threshold,
-                                      header if header is not None else Header())
-
-    def _tag_frame(self, writer: Writer, outputs: dict[str, Connection], connection: Connection,
-                   log_time: int, raw: bytes) -> str | None:
-        """Tag one image message and write its outputs; the reason instead if it is bad."""
-        try:
-            msg = deserialize_message(raw, IMAGE_TYPES[connection.msgtype])
+            return deserialize_message(raw, IMAGE_TYPES[connection.msgtype])
         except Exception:  # rclpy raises assorted errors for a truncated or garbled payload
-            return "the message cannot be deserialised (truncated or corrupt)"
+            return None
+
+    def _label_info(self, header: Header):
+        """The label map, stamped like the namespace's first frame (unstamped if it is corrupt)."""
+        tagger = self.perception.tagger
+        return conversions.label_info(tagger.vocabulary, tagger.settings.tag_threshold, header)
+
+    def _tag_frame(self, writer: Writer, outputs: dict[str, Connection],
+                   msg: Image | CompressedImage, log_time: int) -> str | None:
+        """Tag one image message and write its outputs; the reason instead if it is bad."""
         try:
             rgb = conversions.frame_to_rgb(msg)
         except conversions.FrameError as exc:
