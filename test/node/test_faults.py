@@ -51,6 +51,16 @@ def assert_clean_log(process: TaggerProcess) -> None:
     assert "Traceback" not in log and "frame failed" not in log, log
 
 
+def assert_signal_ends_it_quickly(process: TaggerProcess, signum: signal.Signals, when: str) -> None:
+    """Send `signum` now: the node exits with status 0 within EXIT_BUDGET_S, its log clean."""
+    begin = time.monotonic()
+    status = process.stop(signum)
+    seconds = time.monotonic() - begin
+    print(f"{signum.name} {when}: exit status {status} after {seconds:.2f} s")
+    assert status == 0 and seconds <= EXIT_BUDGET_S, (status, seconds, process.log())
+    assert_clean_log(process)
+
+
 @contextmanager
 def streaming(ros: Client, topic: str, rgb, first_stamp: int, period: float) -> Iterator[None]:
     """A camera publishing `rgb` every `period` s, stamped first_stamp, first_stamp + 1, ...
@@ -242,14 +252,9 @@ def test_a_signal_during_inference_exits_at_once_and_cleanly(ros, tmp_path_facto
     try:
         with streaming(ros, f"{namespace}/camera", night(), 20_000, period=0.2):
             wait_for_a_frame_in_progress(namespace, diagnostics, tags)
-            begin = time.monotonic()
-            status = process.stop(signum)
-            seconds = time.monotonic() - begin
+            assert_signal_ends_it_quickly(process, signum, "during a frame")
     finally:
         process.stop()
-    print(f"{signum.name} during a frame: exit status {status} after {seconds:.2f} s")
-    assert status == 0 and seconds <= EXIT_BUDGET_S, (status, seconds, process.log())
-    assert_clean_log(process)
 
 
 def test_sigterm_while_the_vocabulary_is_encoded_exits_at_once_and_cleanly(ros, tmp_path_factory):
@@ -260,14 +265,9 @@ def test_sigterm_while_the_vocabulary_is_encoded_exits_at_once_and_cleanly(ros, 
     try:
         wait_until(lambda: "encoding the vocabulary" in process.log() or process.process.poll()
                    is not None, STARTUP_S, "the model loaded")
-        begin = time.monotonic()
-        status = process.stop(signal.SIGTERM)
-        seconds = time.monotonic() - begin
+        assert_signal_ends_it_quickly(process, signal.SIGTERM, "while encoding the vocabulary")
     finally:
         process.stop()
-    print(f"SIGTERM while encoding the vocabulary: exit status {status} after {seconds:.2f} s")
-    assert status == 0 and seconds <= EXIT_BUDGET_S, (status, seconds, process.log())
-    assert_clean_log(process)
 
 
 def test_deactivate_and_cleanup_during_a_frame(ros, tmp_path_factory, text_cache_dir):
