@@ -111,6 +111,17 @@ def describe_network(model: CLIP) -> str:
     return f"ViT-{size}/{patch} ({figures})" if size else f"ViT (patch {patch}, {figures})"
 
 
+def describe_pretrained(model_name: str = "ViT-B-16", pretrained: str = "openai") -> str:
+    """The network `load_model(model_name, pretrained)` builds for an open_clip tag, described
+    as `describe_network` does, without downloading the weights (randomly initialised)."""
+    _check_known_architecture(model_name)
+    if not is_pretrained_cfg(_config_name(model_name), pretrained):
+        raise WeightsError(f"open_clip has no pretrained tag {pretrained!r} for {model_name!r}")
+    model = open_clip.create_model(model_name, pretrained=None, device="cpu",
+                                   force_quick_gelu=_tag_uses_quick_gelu(model_name, pretrained))
+    return describe_network(model)
+
+
 def _activation(model: torch.nn.Module) -> str:
     """Name of the MLP activation of every transformer block (both towers)."""
     names = sorted({type(block.mlp.gelu).__name__ for block in model.modules()

@@ -15,6 +15,7 @@ import numpy as np
 
 from .image import model_input_size
 from .loading import LoadedModel
+from .profile import NO_TIMER, StageTimer
 from .segment import ClipEsSegmenter, Segmentation, SegmentationSettings, Trunk, dmar_segment
 from .tagclip import TagClip, TagClipSettings, TagResult
 from .text import TextFeatureCache
@@ -82,18 +83,22 @@ class Perception:
             return False
         return self.segmenter.shares_trunk(self.tagger.loaded, (size[0] // patch, size[1] // patch))
 
-    def run(self, rgb: np.ndarray, segmentation: str | None = "clipes") -> Perceived:
-        """Tags for `rgb`, and a label mask by `segmentation` (clipes, dmar, or None for none)."""
+    def run(self, rgb: np.ndarray, segmentation: str | None = "clipes",
+            timer: StageTimer = NO_TIMER) -> Perceived:
+        """Tags for `rgb`, and a label mask by `segmentation` (clipes, dmar, or None for none);
+        `timer` times the stages (TagCLIP's, then clipes or dmar_masks)."""
         if segmentation not in (None, *SEGMENTATION_METHODS):
             raise ValueError(f"segmentation method {segmentation!r} is not one of "
                              f"{', '.join(SEGMENTATION_METHODS)}")
         start = time.perf_counter()
         recorder = self.segmenter.trunk_recorder() if self._shares_trunk(rgb, segmentation) else None
-        result = self.tagger.classify(rgb, recorder)
+        result = self.tagger.classify(rgb, recorder, timer)
         segmented = None
         if segmentation == "clipes":
             trunk = Trunk(result.last_block_input, recorder) if recorder else None
-            segmented = self.segmenter.segment(rgb, [t.index for t in result.tags], trunk)
+            with timer.stage("clipes"):
+                segmented = self.segmenter.segment(rgb, [t.index for t in result.tags], trunk)
         elif segmentation == "dmar":
-            segmented = dmar_segment(result, rgb.shape[:2], self.segmenter.settings)
+            with timer.stage("dmar_masks"):
+                segmented = dmar_segment(result, rgb.shape[:2], self.segmenter.settings)
         return Perceived(result, segmented, time.perf_counter() - start)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .boxes import box_mask, contour_boxes
 from .image import DEFAULT_MAX_INPUT_SIDE, check_max_side, prepare_image
 from .loading import LoadedModel
+from .profile import NO_TIMER, StageTimer
 from .reduce import flat_mean, row_means
 from .text import TextFeatureCache, default_cache_dir
 from .vit import AttentionHook, VisionTower, self_only_mask
@@ -182,18 +183,31 @@ class TagClip:
         return self._vocab_state[0]
 
     @torch.no_grad()
-    def classify(self, rgb: np.ndarray, hook: AttentionHook | None = None) -> TagResult:
+    def classify(self, rgb: np.ndarray, hook: AttentionHook | None = None,
+                 timer: StageTimer = NO_TIMER) -> TagResult:
         """Tags and per-class scores for an RGB uint8 image (H, W, 3). `hook` also sees every
-        block's attention (so CLIP-ES can reuse this forward pass)."""
+        block's attention (so CLIP-ES can reuse this forward pass); `timer` times the stages
+        (preprocess, coarse, dmar, cwr)."""
         with self._lock:
             vocabulary, text = self._vocab_state
-        pixels = prepare_image(rgb, self.loaded.patch_size,
-                               self.settings.max_input_side).to(self.loaded.device)
+        with timer.stage("preprocess"):
+            pixels = prepare_image(rgb, self.loaded.patch_size,
+                                   self.settings.max_input_side).to(self.loaded.device)
         grid = (pixels.shape[-2] // self.loaded.patch_size, pixels.shape[-1] // self.loaded.patch_size)
-        coarse, affinity, trunk = self.coarse_scores(pixels, text, hook)
-        refined = dmar(coarse, affinity, grid)
-        num_classes = len(vocabulary.classes)
-        local = refined[:, :num_classes].max(dim=0).values
+        with timer.stage("coarse"):
+            coarse, affinity, trunk = self.coarse_scores(pixels, text, hook)
+        with timer.stage("dmar"):
+            refined = dmar(coarse, affinity, grid)
+            local = refined[:, :len(vocabulary.classes)].max(dim=0).values
+        with timer.stage("cwr"):
+            final = self.reidentified_scores(pixels, refined, local, grid, text)
+        tags = relative_threshold_tags(final, vocabulary.classes, self.settings.tag_threshold)
+        return TagResult(vocabulary, final, local.float().cpu().numpy(), tags, refined, grid, trunk)
+
+    def reidentified_scores(self, pixels: torch.Tensor, refined: torch.Tensor, local: torch.Tensor,
+                            grid: tuple[int, int], text: torch.Tensor) -> np.ndarray:
+        """CWR: the final score per class, each candidate's local score averaged with the
+        global score of its crop (weight `global_weight`), the others' left as they are."""
         crops = self.candidate_crops(refined, local, grid)
         final = local.clone()
         if crops:
@@ -201,9 +215,7 @@ class TagClip:
             w = self.settings.global_weight
             for crop, score in zip(crops, global_scores):
                 final[crop.index] = (1 - w) * final[crop.index] + w * score
-        scores = final.float().cpu().numpy()
-        tags = relative_threshold_tags(scores, vocabulary.classes, self.settings.tag_threshold)
-        return TagResult(vocabulary, scores, local.float().cpu().numpy(), tags, refined, grid, trunk)
+        return final.float().cpu().numpy()
 
     def coarse_scores(self, pixels: torch.Tensor, text: torch.Tensor,
                       hook: AttentionHook | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
