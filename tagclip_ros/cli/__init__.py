@@ -20,7 +20,8 @@ from .common import EXIT_USAGE
 
 # verb name → module of this package
 VERBS = {"classify": "classify", "tag": "tag", "segment": "segment",
-         "evaluate-masks": "evaluate_masks", "overlay": "overlay", "bag": "bag"}
+         "evaluate-masks": "evaluate_masks", "overlay": "overlay", "bag": "bag",
+         "doctor": "doctor"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,10 +31,24 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
-    """Map fp32/fp16/bf16 to a dtype; reduced precision is only offered on CUDA."""
+    """Map fp32/fp16/bf16 to a dtype (see core/precision.py for what runs in it), refusing what `device` cannot compute fast or at all:
+    fp16 needs CUDA (the CPU has no fast float16 products), bf16 on CUDA needs a GPU that
+    supports it (compute capability 8.0 and up). bf16 on the CPU is accepted; it is fast only
+    on CPUs with native bfloat16 instructions (`tagclip doctor` says whether this one has)."""
     spec = (spec or "fp32").strip().lower()
     if spec not in PRECISIONS:
         raise ValueError(f"precision {spec!r} is not one of {', '.join(PRECISIONS)}")
-    if spec != "fp32" and device.type != "cuda":
-        raise ValueError(f"precision {spec} needs a CUDA device; use fp32 on the CPU")
+    if spec == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device (float16 products are very slow on "
+                         "the CPU); use bf16 or fp32 on the CPU")
+    if spec == "bf16" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        raise ValueError(f"precision bf16 is not supported by the GPU {device}; use fp16 or fp32")
     return PRECISIONS[spec]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """The precision setting (fp32, fp16, bf16) of a dtype."""
+    for name, value in PRECISIONS.items():
+        if value == dtype:
+            return name
+    raise ValueError(f"dtype {dtype} is not one of the precisions {', '.join(PRECISIONS)}")

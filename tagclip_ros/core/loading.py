@@ -24,7 +24,8 @@ from open_clip.model import CLIP, build_model_from_openai_state_dict
 from open_clip.pretrained import get_pretrained_cfg, is_pretrained_cfg
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
-from .device import resolve_device, resolve_precision
+from .device import precision_name, resolve_device, resolve_precision
+from .precision import apply_precision
 
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 # (width, blocks, heads) of the standard ViT sizes, to name a built network only when it is one.
@@ -43,7 +44,7 @@ class LoadedModel:
 
     model: CLIP
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # of the vision tower's matrix products; all else is float32
     weights_id: str  # stable identity of the weights, used to key the text-feature cache
     description: str
 
@@ -79,7 +80,7 @@ def load_model(model_name: str = "ViT-B-16", pretrained: str = "openai",
         raise WeightsError("no weights are set; set the pretrained tag (--pretrained, or "
                            "model.pretrained for the node, e.g. 'openai') or the weights path")
     _check_plain_vit(model, f"model {model_name!r}")
-    model = model.to(device=dev, dtype=dtype).eval().requires_grad_(False)
+    model = _place(model, dev, dtype)
     return LoadedModel(model, dev, dtype, weights_id, f"{describe_network(model)} {source}")
 
 
@@ -87,14 +88,23 @@ def from_model(model: torch.nn.Module, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32, weights_id: str = "in-memory",
                description: str | None = None) -> LoadedModel:
     """Wrap a CLIP built in memory (e.g. randomly initialised for a benchmark) for inference:
-    moved to `device`/`dtype`, in eval mode, without gradients. `weights_id` keys the text
+    moved to `device`, in eval mode, without gradients, its vision tower's matrix products in
+    `dtype` (the rest in float32). `weights_id` keys the text
     cache, so give every distinct set of weights its own; `description` says where the weights
     came from (the network itself is described from the model)."""
     _check_plain_vit(model, f"a {type(model).__name__}")
     dev = torch.device(device)
-    model = model.to(device=dev, dtype=dtype).eval().requires_grad_(False)
+    resolve_precision(precision_name(dtype), dev)  # the same refusals as load_model's
+    model = _place(model, dev, dtype)
     source = description or f"in memory ({weights_id})"
     return LoadedModel(model, dev, dtype, weights_id, f"{describe_network(model)}, {source}")
+
+
+def _place(model: CLIP, device: torch.device, dtype: torch.dtype) -> CLIP:
+    """The model on `device`, for inference, in float32 but for the vision tower's matrix
+    products, which take `dtype` (core/precision.py)."""
+    model = model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    return apply_precision(model, dtype)
 
 
 def describe_network(model: CLIP) -> str:

@@ -31,6 +31,7 @@ import torch
 from .boxes import box_mask, contour_boxes
 from .image import DEFAULT_MAX_INPUT_SIDE, check_max_side, prepare_image
 from .loading import LoadedModel
+from .precision import matmul_weights
 from .tagclip import AttentionVote, TagResult
 from .text import TextFeatureCache, default_cache_dir
 from .vit import VisionTower
@@ -287,23 +288,6 @@ def background_names(vocabulary: Vocabulary, settings: SegmentationSettings) -> 
     return tuple(n for n in CLIPES_BACKGROUND if n not in vocabulary.classes)
 
 
-def _fp16_rounded_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
-    """The tensors CLIP-ES's `convert_weights` casts to float16: conv and linear weights and
-    biases, attention input projections, and the image and text output projections."""
-    tensors: list[torch.Tensor | None] = []
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
-            tensors += [module.weight, module.bias]
-        if isinstance(module, torch.nn.MultiheadAttention):
-            tensors += [getattr(module, name, None) for name in (
-                "in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
-                "in_proj_bias", "bias_k", "bias_v")]
-        for name in ("proj", "text_projection"):
-            value = getattr(module, name, None)
-            tensors.append(value if isinstance(value, torch.Tensor) else None)
-    return [t for t in tensors if t is not None]
-
-
 def clipes_model(loaded: LoadedModel) -> LoadedModel:
     """The model with the weights CLIP-ES actually computes with.
 
@@ -314,11 +298,11 @@ def clipes_model(loaded: LoadedModel) -> LoadedModel:
     rounded copy, with its own weights identity (text features are cached apart)."""
     if loaded.dtype != torch.float32:
         return loaded  # float16 weights are rounded already; bfloat16 is not CLIP-ES's case
-    if all(torch.equal(t, t.half().float()) for t in _fp16_rounded_tensors(loaded.model)):
+    if all(torch.equal(t, t.half().float()) for t in matmul_weights(loaded.model)):
         return loaded
     model = copy.deepcopy(loaded.model)
     with torch.no_grad():
-        for tensor in _fp16_rounded_tensors(model):
+        for tensor in matmul_weights(model):
             tensor.copy_(tensor.half().float())
     return LoadedModel(model, loaded.device, loaded.dtype, loaded.weights_id + "+fp16-rounded",
                        loaded.description + ", weights rounded through float16 as CLIP-ES loads them")

@@ -50,8 +50,8 @@ def encode_tokens(loaded: LoadedModel, tokens: torch.Tensor, truncate: bool = Tr
     model = loaded.model
     eot = tokens.argmax(dim=-1)
     length = int(eot.max()) + 1 if truncate else tokens.shape[1]
-    x = model.token_embedding(tokens[:, :length]).to(loaded.dtype)
-    x = x + model.positional_embedding[:length].to(loaded.dtype)
+    x = model.token_embedding(tokens[:, :length])  # the text tower is float32 at any precision
+    x = x + model.positional_embedding[:length]
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
     x = model.ln_final(x)
     x = x[torch.arange(x.shape[0], device=x.device), eot]
@@ -88,9 +88,10 @@ class TextFeatureCache:
     def __init__(self, loaded: LoadedModel, cache_dir: str | None = None) -> None:
         self.loaded = loaded
         self.cache_dir = cache_dir
-        dtype = str(loaded.dtype).removeprefix("torch.")
         dim = int(loaded.model.text_projection.shape[-1])
-        self.store = (FeatureStore(cache_dir, f"{loaded.weights_id}-{dtype}", dim)
+        # The text tower computes in float32 at every precision (core/precision.py), so one
+        # store serves them all; the suffix names the precision the features were computed in.
+        self.store = (FeatureStore(cache_dir, f"{loaded.weights_id}-float32", dim)
                       if cache_dir else None)
         self._memory: dict[tuple[str, str], np.ndarray] = {}
         self.encoded_names = 0  # how many names were actually run through the text encoder

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .loading import LoadedModel
+from .precision import compute_dtype
 
 AttentionHook = Callable[[int, torch.Tensor], None]
 
@@ -26,6 +27,7 @@ class VisionTower:
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
         self.visual = loaded.model.visual
+        self.dtype = compute_dtype(self.visual)  # of the matrix products; the rest is float32
         self._positional: dict[tuple[int, int, bool], torch.Tensor] = {}
 
     @property
@@ -53,8 +55,8 @@ class VisionTower:
         return resized.half().to(table.dtype)
 
     def embed(self, pixels: torch.Tensor, always_resample: bool = False) -> torch.Tensor:
-        """Patch + class tokens with positions, after ln_pre: (B, 1 + gh*gw, width)."""
-        x = self.visual.conv1(pixels.to(device=self.loaded.device, dtype=self.loaded.dtype))
+        """Patch + class tokens with positions, after ln_pre: (B, 1 + gh*gw, width), float32."""
+        x = self.visual.conv1(pixels.to(device=self.loaded.device, dtype=self.dtype)).float()
         grid_h, grid_w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         cls = self.visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -75,8 +77,8 @@ class VisionTower:
         that a caller can differentiate with respect to the ln_1 output (CLIP-ES's Grad-CAM
         layer) without recomputing or differentiating through the blocks before it."""
         blk = self.blocks[index]
-        x = x + blk.ls_1(self.attention(blk.attn, normed, attn_mask, index, hook))
-        return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+        x = x + blk.ls_1(self.attention(blk.attn, normed.to(self.dtype), attn_mask, index, hook))
+        return x + blk.ls_2(blk.mlp(blk.ln_2(x).to(self.dtype)))
 
     def run_blocks(self, x: torch.Tensor, indices: range, hook: AttentionHook | None = None) -> torch.Tensor:
         """Tokens after the blocks in `indices` (consecutive, in order), without masks."""
@@ -101,8 +103,9 @@ class VisionTower:
         return attn.out_proj(out)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """ln_post and the projection, applied to every token: (B, N, embed_dim)."""
-        return self.visual.ln_post(x) @ self.visual.proj
+        """ln_post and the projection, applied to every token: (B, N, embed_dim), in the
+        matrix-product dtype (callers take it to float32)."""
+        return self.visual.ln_post(x).to(self.dtype) @ self.visual.proj
 
     def forward(self, pixels: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 hook: AttentionHook | None = None) -> torch.Tensor:
@@ -125,23 +128,30 @@ def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     The average itself is the official one — the sum over the materialised heads divided by
     their number — because torch's sum over heads adds in an order that depends on an
     element's position and the thread count (from 5 heads on), which no head-by-head
-    accumulation reproduces bit for bit."""
+    accumulation reproduces bit for bit.
+
+    In reduced precision the logits come out of a low-precision product; the softmax and the
+    average are float32 (the average is what DMAR and CLIP-ES read) and the maps are cast back
+    for the product with the values."""
     in_place = not q.requires_grad
     logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
     out = None
     if attn_mask is not None:
-        mask = attn_mask.to(logits.dtype)
-        out = torch.cat([_softmax(logits[:, h:h + 1] + mask, in_place) @ v[:, h:h + 1]
+        mask = attn_mask.float()
+        out = torch.cat([_softmax(logits[:, h:h + 1] + mask, in_place).to(v.dtype) @ v[:, h:h + 1]
                          for h in range(logits.shape[1])], dim=1)
     weights = _softmax(logits, in_place)
     if out is None:
-        out = weights @ v
+        out = weights.to(v.dtype) @ v
     averaged = weights.mean(dim=1)  # sum over heads / heads (torch's CPU mean sums, then divides)
     return out, averaged
 
 
 def _softmax(logits: torch.Tensor, in_place: bool) -> torch.Tensor:
-    """Softmax over the last dimension, written over `logits` when `in_place`."""
+    """Softmax over the last dimension in float32, written over `logits` when it is float32
+    and `in_place` (low-precision logits are read into a new float32 map)."""
+    if logits.dtype != torch.float32:
+        return torch.softmax(logits, dim=-1, dtype=torch.float32)
     return torch.softmax(logits, dim=-1, out=logits) if in_place else logits.softmax(dim=-1)
 
 
