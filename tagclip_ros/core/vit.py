@@ -7,6 +7,7 @@ class-wise crops. This module runs open_clip's own weights block by block to pro
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -21,6 +22,23 @@ AttentionHook = Callable[[int, torch.Tensor], None]
 SELF_ONLY_PENALTY = -100.0
 
 
+class Workspace:
+    """Scratch tensors by name, one set per thread, reallocated only when a shape, dtype or
+    device changes (callers must not keep them beyond their own use)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+            device: torch.device) -> torch.Tensor:
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        tensor = buffers.get(name)
+        if tensor is None or tensor.shape != shape or tensor.dtype != dtype or tensor.device != device:
+            buffers[name] = None  # the old one goes before the new one is allocated
+            tensor = buffers[name] = torch.empty(shape, dtype=dtype, device=device)
+        return tensor
+
+
 class VisionTower:
     """Block-by-block access to a loaded CLIP's image encoder."""
 
@@ -28,6 +46,7 @@ class VisionTower:
         self.loaded = loaded
         self.visual = loaded.model.visual
         self.dtype = compute_dtype(self.visual)  # of the matrix products; the rest is float32
+        self._workspace = Workspace()
         self._positional: dict[tuple[int, int, bool], torch.Tensor] = {}
 
     @property
@@ -77,7 +96,8 @@ class VisionTower:
         that a caller can differentiate with respect to the ln_1 output (CLIP-ES's Grad-CAM
         layer) without recomputing or differentiating through the blocks before it."""
         blk = self.blocks[index]
-        x = x + blk.ls_1(self.attention(blk.attn, normed.to(self.dtype), attn_mask, index, hook))
+        x = x + blk.ls_1(self.attention(blk.attn, normed.to(self.dtype), attn_mask, index, hook,
+                                        self._workspace))
         return x + blk.ls_2(blk.mlp(blk.ln_2(x).to(self.dtype)))
 
     def run_blocks(self, x: torch.Tensor, indices: range, hook: AttentionHook | None = None) -> torch.Tensor:
@@ -88,15 +108,22 @@ class VisionTower:
 
     @staticmethod
     def attention(attn: torch.nn.MultiheadAttention, x: torch.Tensor, attn_mask: torch.Tensor | None,
-                  index: int, hook: AttentionHook | None) -> torch.Tensor:
+                  index: int, hook: AttentionHook | None,
+                  workspace: Workspace | None = None) -> torch.Tensor:
+        """Multi-head attention of `x` (in the weights' dtype); see `block` for the mask and
+        hook. float32 computes the maps explicitly when hooked (`_explicit_attention`); reduced
+        precision always uses the fused kernel and computes the hook's average apart, in
+        float32, in `workspace` (`averaged_attention`)."""
         batch, tokens, width = x.shape
         heads = attn.num_heads
         q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
         q, k, v = (t.reshape(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, k, v))
-        if hook is None:
+        if hook is None or q.dtype != torch.float32:
             mask = None if attn_mask is None else attn_mask.to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        else:
+        if hook is not None and q.dtype != torch.float32:
+            hook(index, averaged_attention(q, k, workspace or Workspace()))
+        elif hook is not None:
             out, averaged = _explicit_attention(q, k, v, attn_mask)
             hook(index, averaged)
         out = out.transpose(1, 2).reshape(batch, tokens, width)
@@ -116,6 +143,19 @@ class VisionTower:
         return self.project(x)
 
 
+def averaged_attention(q: torch.Tensor, k: torch.Tensor, workspace: Workspace) -> torch.Tensor:
+    """Head-averaged attention (batch, tokens, tokens) of low-precision queries and keys (batch,
+    heads, tokens, head_width), before any mask, computed in float32 (logits, softmax, mean).
+
+    The maps (tokens² per head) go into one float32 buffer of `workspace`, kept from one block
+    and one frame to the next: on the CPU a fresh map of that size costs more in page faults
+    than its softmax does."""
+    shape = (*q.shape[:-1], k.shape[-2])
+    logits = workspace.get("attention", shape, torch.float32, q.device)
+    torch.matmul(q.float() * q.shape[-1] ** -0.5, k.float().transpose(-1, -2), out=logits)
+    return torch.softmax(logits, dim=-1, out=logits).mean(dim=1)
+
+
 def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention output (batch, heads, tokens, head_width) and the head-averaged attention
@@ -130,28 +170,23 @@ def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     element's position and the thread count (from 5 heads on), which no head-by-head
     accumulation reproduces bit for bit.
 
-    In reduced precision the logits come out of a low-precision product; the softmax and the
-    average are float32 (the average is what DMAR and CLIP-ES read) and the maps are cast back
-    for the product with the values."""
+    float32 only: reduced precision takes `VisionTower._averaged_attention`."""
     in_place = not q.requires_grad
     logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
     out = None
     if attn_mask is not None:
-        mask = attn_mask.float()
-        out = torch.cat([_softmax(logits[:, h:h + 1] + mask, in_place).to(v.dtype) @ v[:, h:h + 1]
+        mask = attn_mask.to(logits.dtype)
+        out = torch.cat([_softmax(logits[:, h:h + 1] + mask, in_place) @ v[:, h:h + 1]
                          for h in range(logits.shape[1])], dim=1)
     weights = _softmax(logits, in_place)
     if out is None:
-        out = weights.to(v.dtype) @ v
+        out = weights @ v
     averaged = weights.mean(dim=1)  # sum over heads / heads (torch's CPU mean sums, then divides)
     return out, averaged
 
 
 def _softmax(logits: torch.Tensor, in_place: bool) -> torch.Tensor:
-    """Softmax over the last dimension in float32, written over `logits` when it is float32
-    and `in_place` (low-precision logits are read into a new float32 map)."""
-    if logits.dtype != torch.float32:
-        return torch.softmax(logits, dim=-1, dtype=torch.float32)
+    """Softmax over the last dimension, written over `logits` when `in_place`."""
     return torch.softmax(logits, dim=-1, out=logits) if in_place else logits.softmax(dim=-1)
 
 
