@@ -1,0 +1,93 @@
+"""How far one model's results are from another's on the same images: the figures that let a
+user choose a precision (or trust a device) with numbers.
+
+For each image both models tag it and, per segmentation method, segment their own tags; the
+deviation is the largest score difference, how many images got the same tags, and, where they
+did, the share of pixels whose label is the same. Used by bench/bench_precision.py (the README's table) and by
+the tests that hold reduced precision and CUDA to those figures.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .loading import LoadedModel
+from .pipeline import Perception
+from .segment import dmar_segment
+from .tagclip import TagClipSettings, TagResult
+from .text import TextFeatureCache
+from .vocab import Vocabulary
+
+METHODS = ("clipes", "dmar")
+
+
+@dataclass
+class Deviation:
+    """Differences of `other` from `reference` over a set of images."""
+
+    images: int = 0
+    max_score_diff: float = 0.0     # over every class of every image
+    same_tags: int = 0              # images whose tag lists (classes and order) are equal
+    # method → share of equal mask pixels, per image with the same tags
+    pixel_agreement: dict[str, list[float]] = field(default_factory=dict)
+
+    def min_agreement(self, method: str) -> float:
+        """The lowest share of equal mask pixels over the images with the same tags (NaN if
+        there is none)."""
+        return min(self.pixel_agreement.get(method) or [float("nan")])
+
+    def mean_agreement(self, method: str) -> float:
+        return float(np.mean(self.pixel_agreement.get(method) or [float("nan")]))
+
+    def add(self, reference: Outcome, other: Outcome) -> None:
+        """Account one image, given each model's outcome."""
+        self.images += 1
+        diff = float(np.abs(reference.tags.scores.astype(np.float64) - other.tags.scores).max())
+        self.max_score_diff = max(self.max_score_diff, diff)
+        same = [t.index for t in reference.tags.tags] == [t.index for t in other.tags.tags]
+        self.same_tags += same
+        if same:  # masks of different tags differ by construction: not a precision effect
+            for method, mask in reference.masks.items():
+                agreement = float((mask == other.masks[method]).mean())
+                self.pixel_agreement.setdefault(method, []).append(agreement)
+
+    def as_dict(self) -> dict:
+        return {"images": self.images, "max_score_diff": self.max_score_diff,
+                "same_tags": self.same_tags,
+                "min_pixel_agreement": {m: self.min_agreement(m) for m in METHODS},
+                "mean_pixel_agreement": {m: self.mean_agreement(m) for m in METHODS}}
+
+
+@dataclass
+class Outcome:
+    """One model's result on one image: its tags and, per method, the label mask of them."""
+
+    tags: TagResult
+    masks: dict[str, np.ndarray]
+
+
+def outcome(perception: Perception, rgb: np.ndarray, methods: Iterable[str] = METHODS) -> Outcome:
+    """Tags and each method's mask from one TagCLIP pass (the DMAR mask reuses its map)."""
+    methods = tuple(methods)
+    perceived = perception.run(rgb, "clipes" if "clipes" in methods else None)
+    masks = {"clipes": perceived.segmentation.mask} if "clipes" in methods else {}
+    if "dmar" in methods:
+        masks["dmar"] = dmar_segment(perceived.tags, rgb.shape[:2],
+                                     perception.segmenter.settings).mask
+    return Outcome(perceived.tags, masks)
+
+
+def measure(reference: LoadedModel, other: LoadedModel, vocabulary: Vocabulary,
+            images: Iterable[np.ndarray], cache_dir: str | None = None,
+            settings: TagClipSettings = TagClipSettings(),
+            methods: Iterable[str] = METHODS) -> Deviation:
+    """The deviation of `other` from `reference` on RGB `images` over `vocabulary`."""
+    methods = tuple(methods)
+    perceptions = [Perception(m, vocabulary, settings, text_cache=TextFeatureCache(m, cache_dir))
+                   for m in (reference, other)]
+    deviation = Deviation()
+    for rgb in images:
+        deviation.add(*(outcome(p, rgb, methods) for p in perceptions))
+    return deviation

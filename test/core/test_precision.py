@@ -1,0 +1,155 @@
+"""Reduced precision (core/precision.py) on the CPU: which tensors are low precision and which
+stay float32, and how far bfloat16 lands from float32 on the reference fixtures."""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from tagclip_ros.core import TagClip, TextFeatureCache, load_model, load_vocabulary, read_image
+from tagclip_ros.core.deviation import measure
+from tagclip_ros.core.image import prepare_image
+from tagclip_ros.core.loading import from_model
+from tagclip_ros.core.precision import matmul_weights
+from tagclip_ros.core.segment import ClipEsSegmenter
+from tagclip_ros.core.text import encode_names
+from tagclip_ros.core.vit import Workspace
+
+from ..conftest import IMAGES, WEIGHTS
+
+# bfloat16 against float32 on the five fixture images, VOC vocabulary (measured: max score
+# difference 1.7e-3; same tags on all five; CLIP-ES masks >= 99.6% equal on the photographs,
+# DMAR masks >= 83.7% - the random weights leave near-ties that a rounding flips).
+BF16_MAX_SCORE_DIFF = 5e-3
+BF16_CLIPES_AGREEMENT = 0.99
+BF16_DMAR_AGREEMENT = 0.8
+# The night frame's CLIP-ES masks are ill-conditioned with these weights: the official masks
+# move on over half the pixels under 1e-6 weight noise (../shared/fixtures/reference/README.md).
+ILL_CONDITIONED_FOR_CLIPES = "night_1280x720.jpg"
+
+
+@pytest.fixture(scope="module")
+def bf16():
+    return load_model(weights=WEIGHTS, device="cpu", precision="bf16")
+
+
+def test_bf16_casts_exactly_the_vision_towers_matmul_weights(bf16, loaded):
+    low = {id(t) for t in matmul_weights(bf16.model.visual)}
+    assert low, "the vision tower has matrix-product weights"
+    for name, tensor in [*bf16.model.named_parameters(), *bf16.model.named_buffers()]:
+        if not tensor.is_floating_point():
+            continue
+        expected = torch.bfloat16 if id(tensor) in low else torch.float32
+        assert tensor.dtype == expected, name
+    kept = {name for name, t in bf16.model.named_parameters() if t.dtype == torch.float32}
+    assert {"visual.ln_pre.weight", "visual.ln_post.bias", "visual.class_embedding",
+            "visual.positional_embedding", "logit_scale", "text_projection",
+            "visual.transformer.resblocks.0.ln_1.weight"} <= kept
+    assert "visual.proj" not in kept and "visual.conv1.weight" not in kept
+    # the low-precision weights are the float32 ones, rounded
+    for ours, full in zip(matmul_weights(bf16.model.visual), matmul_weights(loaded.model.visual)):
+        assert torch.equal(ours, full.to(torch.bfloat16))
+
+
+def test_fp32_leaves_every_tensor_float32(loaded):
+    assert loaded.dtype == torch.float32
+    assert all(t.dtype == torch.float32 for t in loaded.model.parameters())
+
+
+def test_layer_norms_softmax_and_bookkeeping_run_in_float32(bf16, text_cache_dir):
+    seen: dict[str, set[torch.dtype]] = {"norm_in": set(), "norm_out": set(), "product_in": set()}
+
+    def norm(module, args, out) -> None:
+        seen["norm_in"].add(args[0].dtype)
+        seen["norm_out"].add(out.dtype)
+
+    def product(module, args, out) -> None:
+        seen["product_in"].add(args[0].dtype)
+
+    hooks = []
+    for module in bf16.model.visual.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            hooks.append(module.register_forward_hook(norm))
+        elif isinstance(module, torch.nn.Linear):
+            hooks.append(module.register_forward_hook(product))
+    attention = []
+    tagger = TagClip(bf16, load_vocabulary("voc"), text_cache=TextFeatureCache(bf16, text_cache_dir))
+    try:
+        result = tagger.classify(read_image(os.path.join(IMAGES, "chelsea.jpg")),
+                                 hook=lambda index, a: attention.append(a))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == {"norm_in": {torch.float32}, "norm_out": {torch.float32},
+                    "product_in": {torch.bfloat16}}
+    assert len(attention) == 12
+    for averaged in attention:  # a float32 softmax: rows sum to 1 to float32 rounding
+        assert averaged.dtype == torch.float32
+        assert float((averaged.sum(dim=-1) - 1).abs().max()) < 1e-5
+    assert result.refined.dtype == torch.float32
+    assert result.scores.dtype == np.float32 and result.local_scores.dtype == np.float32
+
+
+def test_clipes_grad_cams_and_affinity_are_float32(bf16, text_cache_dir):
+    segmenter = ClipEsSegmenter(bf16, load_vocabulary("voc"),
+                                text_cache=TextFeatureCache(bf16, text_cache_dir))
+    assert segmenter.loaded is bf16  # no float16-rounded copy of low-precision weights
+    pixels = prepare_image(read_image(os.path.join(IMAGES, "rocket.jpg")), bf16.patch_size)
+    text = segmenter.text_cache.features(["aeroplane", "person", "sky"], "clipes")
+    cams, attention = segmenter.grad_cams(pixels, text, 2)
+    assert cams.dtype == attention.dtype == torch.float32
+    assert torch.isfinite(cams).all() and float(cams.max()) > 0
+
+
+def test_text_features_are_float32_and_shared_by_every_precision(bf16, loaded, tmp_path):
+    names, templates = ["cat", "traffic light"], ("a photo of a {}.", "a {} in the street.")
+    assert torch.equal(encode_names(bf16, names, templates), encode_names(loaded, names, templates))
+    TextFeatureCache(loaded, str(tmp_path)).features(names, templates)
+    again = TextFeatureCache(bf16, str(tmp_path))
+    assert torch.equal(again.features(names, templates), encode_names(loaded, names, templates))
+    assert again.encoded_names == 0  # read from the float32 run's files
+
+
+def test_bf16_against_fp32_on_the_reference_images(bf16, loaded, text_cache_dir):
+    images = sorted(os.listdir(IMAGES))
+    deviation = measure(loaded, bf16, load_vocabulary("voc"),
+                        [read_image(os.path.join(IMAGES, i)) for i in images], text_cache_dir)
+    assert deviation.images == len(images) == deviation.same_tags
+    assert deviation.max_score_diff <= BF16_MAX_SCORE_DIFF
+    for image, clipes, dmar in zip(images, deviation.pixel_agreement["clipes"],
+                                   deviation.pixel_agreement["dmar"]):
+        if image != ILL_CONDITIONED_FOR_CLIPES:
+            assert clipes >= BF16_CLIPES_AGREEMENT, image
+        assert dmar >= BF16_DMAR_AGREEMENT, image
+
+
+def test_bf16_results_do_not_depend_on_earlier_frames(bf16, text_cache_dir):
+    """The attention workspace is reused from frame to frame; nothing of one frame leaks."""
+    tagger = TagClip(bf16, load_vocabulary("voc"), text_cache=TextFeatureCache(bf16, text_cache_dir))
+    chelsea, night = (read_image(os.path.join(IMAGES, i)) for i in ("chelsea.jpg", "night_1280x720.jpg"))
+    first = tagger.classify(chelsea).scores
+    tagger.classify(night)
+    assert np.array_equal(tagger.classify(chelsea).scores, first)
+
+
+def test_fp16_is_refused_on_the_cpu_in_one_sentence(loaded):
+    for attempt in (lambda: load_model(weights=WEIGHTS, device="cpu", precision="fp16"),
+                    lambda: from_model(loaded.model, "cpu", torch.float16)):
+        with pytest.raises(ValueError, match="fp16 needs a CUDA device.*use bf16 or fp32"):
+            attempt()
+
+
+def test_workspace_reuses_a_buffer_per_shape_and_thread():
+    workspace = Workspace()
+    first = workspace.get("maps", (2, 3), torch.float32, torch.device("cpu"))
+    assert workspace.get("maps", (2, 3), torch.float32, torch.device("cpu")) is first
+    assert workspace.get("maps", (2, 4), torch.float32, torch.device("cpu")).shape == (2, 4)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(
+        workspace.get("maps", (2, 4), torch.float32, torch.device("cpu"))))
+    thread.start()
+    thread.join()
+    assert other[0] is not workspace.get("maps", (2, 4), torch.float32, torch.device("cpu"))
