@@ -2,25 +2,58 @@
 # Create or update the project's virtual environment (.venv) with pinned dependencies, install
 # this package into it (editable), and build the ROS 2 messages from PyPI wheels.
 # Idempotent: when nothing it depends on changed, it only checks a stamp and returns.
+#
+# torch (scripts/torch_constraints.py decides): by default the venv gets requirements/torch.txt.
+# With TAGCLIP_SYSTEM_TORCH=1, or on a Jetson (/etc/nv_tegra_release; TAGCLIP_SYSTEM_TORCH=0 turns
+# it off), the venv is made with --system-site-packages so that JetPack's CUDA torch is used,
+# torch.txt is never installed, and pip is constrained to the torch/torchvision already there:
+# it fails rather than replace them with builds that cannot see the GPU (README "On a Jetson").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${TAGCLIP_VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
+PIP=(--quiet --disable-pip-version-check)
+
+torch_mode=$("$PYTHON" scripts/torch_constraints.py mode)  # pinned or system
 
 # setup.py reads the package metadata (commands, version, dependencies) from package.xml and
-# requirements/core.txt: a change to any of them reinstalls.
-stamp_inputs() { cat requirements/*.txt pyproject.toml setup.py package.xml; "$PYTHON" --version; }
+# requirements/core.txt: a change to any of them, or to the torch mode, reinstalls.
+stamp_inputs() {
+  cat requirements/*.txt pyproject.toml setup.py package.xml; "$PYTHON" --version; echo "torch: $torch_mode"
+}
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
 stamp=$VENV/.tagclip-bootstrap
 
+# The pip arguments that bring torch: torch.txt, or constraints keeping the system's torch.
+torch_requirements() {
+  if [ "$torch_mode" = pinned ]; then
+    [ -x "$VENV/bin/python" ] || { echo "[bootstrap] creating $VENV"; "$PYTHON" -m venv "$VENV"; }
+    torch_args=(-r requirements/torch.txt)
+    return
+  fi
+  if [ -x "$VENV/bin/python" ] && ! grep -qiE '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg"; then
+    echo "[bootstrap] $VENV was made without --system-site-packages, so it cannot see the system's" \
+      "torch: remove it and run again" >&2
+    exit 1
+  fi
+  [ -x "$VENV/bin/python" ] || {
+    echo "[bootstrap] creating $VENV (with the system's site-packages: keeping its torch)"
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+  }
+  local constraints=$VENV/.tagclip-torch-constraints.txt
+  "$VENV/bin/python" scripts/torch_constraints.py constraints > "$constraints"
+  echo "[bootstrap] keeping the system's torch: $(grep -v '^#' "$constraints" | tr '\n' ' ')"
+  torch_args=(-c "$constraints")
+}
+
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  [ -x "$VENV/bin/python" ] || { echo "[bootstrap] creating $VENV"; "$PYTHON" -m venv "$VENV"; }
+  torch_requirements
   echo "[bootstrap] installing pinned dependencies (first time: a few minutes)"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+  "$VENV/bin/python" -m pip install "${PIP[@]}" "${torch_args[@]}" \
     -r requirements/core.txt -r requirements/ros.txt -r requirements/test.txt
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+  "$VENV/bin/python" -m pip install "${PIP[@]}" --no-deps \
     --config-settings editable_mode=compat -e .
   echo "$want" > "$stamp"
 fi

@@ -19,6 +19,7 @@ GIB = 1024 ** 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--json, and --root for a file system other than this machine's (tests use a fake Jetson)."""
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--root", type=directory, default="/", metavar="DIR",
                         help="look for NVIDIA device files, the Tegra release and /proc/cpuinfo "
@@ -33,6 +34,7 @@ def directory(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the report; 1 when it found a problem, so scripts and CI can gate on it."""
     report = gather(args.root)
     print(json.dumps(report.to_dict(), indent=1) if args.json else "\n".join(human_lines(report)))
     return EXIT_PROBLEMS if report.problems else 0
@@ -71,7 +73,7 @@ def _network_text(report: Report) -> str:
 def _device_text(device: CudaDevice) -> str:
     """One CUDA device: name, capability, memory, half precisions."""
     major, minor = device.capability
-    bf16 = "no" if not device.bf16 else "yes" if (major, minor) >= (8, 0) else "emulated (slow)"
+    bf16 = "no" if not device.bf16 else "yes" if (major, minor) >= (8, 0) else "emulated only (not used)"
     return (f"{device.name}, compute {major}.{minor}, {device.total_memory / GIB:.1f} GiB, "
             f"fp16 {'yes' if device.fp16 else 'no'}, bf16 {bf16}")
 

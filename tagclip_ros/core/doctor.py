@@ -223,12 +223,15 @@ def quiet_logging() -> Iterator[None]:
 
 
 def runnable_precisions(devices: list[CudaDevice]) -> dict[str, list[str]]:
-    """The precisions the package runs in on each device: fp32 everywhere; bf16 on the CPU
-    (fp16 is refused there: its matmuls are very slow); on a GPU fp16 and bf16 when it has them."""
+    """The precisions the package runs in on each device, as core/device.py's resolve_precision
+    allows them: fp32 everywhere; bf16 on the CPU (fp16 is refused there: its products are very
+    slow); on a GPU fp16 when it computes in it, bf16 only from capability 8.0 (torch emulates it
+    below, slowly, and the package refuses that)."""
     result = {"cpu": ["fp32", "bf16"]}
     for device in devices:
+        native_bf16 = device.bf16 and device.capability >= BF16_CAPABILITY
         result[f"cuda:{device.index}"] = (["fp32"] + (["fp16"] if device.fp16 else [])
-                                          + (["bf16"] if device.bf16 else []))
+                                          + (["bf16"] if native_bf16 else []))
     return result
 
 

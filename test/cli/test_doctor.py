@@ -2,6 +2,7 @@
 machine and with `--root` pointed at a file system laid out like a Jetson's."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,6 +10,9 @@ import sys
 import open_clip
 import pytest
 import torch
+
+from tagclip_ros.cli.doctor import human_lines
+from tagclip_ros.core.doctor import CudaDevice, gather, runnable_precisions
 
 from ..core.test_doctor import JETSON_MODEL, make_jetson_root, no_cuda
 from .helpers import run_in_process
@@ -70,3 +74,17 @@ def test_root_must_be_a_folder(tmp_path, capsys):
         run_in_process("doctor", "--root", str(tmp_path / "missing"), capsys=capsys)
     assert exit_info.value.code == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_human_report_of_gpus_says_what_each_runs():
+    """The lines for CUDA devices (this machine may have none): an Orin and a Turing GPU, whose
+    bf16 torch only emulates."""
+    devices = [CudaDevice(0, "Orin", (8, 7), 30 << 30, fp16=True, bf16=True),
+               CudaDevice(1, "Tesla T4", (7, 5), 15 << 30, fp16=True, bf16=True)]
+    report = dataclasses.replace(gather(), cuda_available=True, cuda_devices=devices,
+                                 precisions=runnable_precisions(devices))
+    lines = human_lines(report)
+    assert "CUDA usable  yes" in lines
+    assert "cuda:0       Orin, compute 8.7, 30.0 GiB, fp16 yes, bf16 yes" in lines
+    assert "cuda:1       Tesla T4, compute 7.5, 15.0 GiB, fp16 yes, bf16 emulated only (not used)" in lines
+    assert "             cuda:0: fp32, fp16, bf16" in lines and "             cuda:1: fp32, fp16" in lines

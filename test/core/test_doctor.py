@@ -20,6 +20,7 @@ import open_clip
 import pytest
 import torch
 
+from tagclip_ros.core.device import PRECISIONS, resolve_precision
 from tagclip_ros.core.doctor import (CudaDevice, Report, cpu_bf16_native, find_problems, gather,
                                      gpu_presence, runnable_precisions)
 
@@ -133,10 +134,22 @@ def cuda(index: int, capability: tuple[int, int], bf16: bool) -> CudaDevice:
 
 
 def test_precisions_follow_each_device():
-    devices = [cuda(0, (5, 2), False), cuda(1, (7, 5), False), cuda(2, (8, 7), True)]
+    """bf16 that torch only emulates (capability 7.5) is not offered: the package refuses it."""
+    devices = [cuda(0, (5, 2), False), cuda(1, (7, 5), True), cuda(2, (8, 7), True)]
     assert runnable_precisions(devices) == {
         "cpu": ["fp32", "bf16"], "cuda:0": ["fp32"], "cuda:1": ["fp32", "fp16"],
         "cuda:2": ["fp32", "fp16", "bf16"]}
+
+
+def test_cpu_precisions_are_what_the_core_accepts():
+    accepted = []
+    for name in PRECISIONS:
+        try:
+            resolve_precision(name, torch.device("cpu"))
+            accepted.append(name)
+        except ValueError:
+            pass
+    assert runnable_precisions([])["cpu"] == accepted
 
 
 def on_gpu_machine(report: Report, root: Path, **facts) -> Report:
