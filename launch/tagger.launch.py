@@ -1,7 +1,7 @@
 """Launch the TagCLIP tagger on a camera topic.
 
     ros2 launch tagclip_ros tagger.launch.py image:=/camera/image_raw compressed:=true \
-        params_file:=my_tagger.yaml device:=cuda namespace:=front weights:=/models/ViT-B-16.pt \
+        params_file:=my_tagger.yaml device:=cuda precision:=fp16 namespace:=front weights:=/models/ViT-B-16.pt \
         rviz:=true
 
 The node comes up active (autostart) and publishes tags, classification, label_mask, label_info
@@ -35,6 +35,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="parameter file (see config/tagger.yaml)"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda, cuda:N"),
+        DeclareLaunchArgument("precision", default_value="fp32",
+                              description="fp32; bf16 (CPU or CUDA); fp16 (CUDA)"),
         DeclareLaunchArgument("weights", default_value="",
                               description="local checkpoint (default: download OpenAI ViT-B/16)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
@@ -46,7 +48,8 @@ def generate_launch_description() -> LaunchDescription:
             name="tagclip_tagger",
             namespace=namespace,
             parameters=[LaunchConfiguration("params_file"),
-                        {"device": LaunchConfiguration("device"), "image_transport": transport,
+                        {"device": LaunchConfiguration("device"),
+                         "precision": LaunchConfiguration("precision"), "image_transport": transport,
                          "model.weights": LaunchConfiguration("weights")}],
             remappings=[("image", image), ("image/compressed", [image, "/compressed"])],
             output="screen",

@@ -238,8 +238,8 @@ def test_launch_file_declares_rviz_and_runs_it_in_the_tagger_namespace(launch_de
     entities = launch_description.args[0]
     arguments = {e.args[0]: e.kwargs.get("default_value") for e in entities
                  if type(e).__name__ == "DeclareLaunchArgument"}
-    assert arguments.keys() >= {"image", "compressed", "params_file", "device", "weights",
-                                "namespace", "rviz"}
+    assert arguments.keys() >= {"image", "compressed", "params_file", "device", "precision",
+                                "weights", "namespace", "rviz"}
     assert arguments["rviz"] == "false" and arguments["namespace"] == ""
     nodes = {e.kwargs["executable"]: e for e in entities if type(e).__name__ == "Node"}
     tagger, rviz = nodes["tagger_node"], nodes["rviz2"]

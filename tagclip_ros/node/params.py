@@ -11,6 +11,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE
 from ..core.vocab import BUILTIN, VOC_SEGMENTATION_NAMES, Vocabulary
 
@@ -78,8 +79,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_input_side", DEFAULT_MAX_INPUT_SIDE, "frames whose longer side exceeds this "
               "many pixels are downscaled for the model (label masks keep the frame's size); "
               "bounds memory per frame; 0: native size", CONFIGURE, value_range=(0, 16384)),
-    ParamSpec("precision", "fp32", "numeric precision; fp16/bf16 only on CUDA", CONFIGURE,
-              choices=("fp32", "fp16", "bf16")),
+    ParamSpec("precision", "fp32", "numeric precision: fp32; bf16 (CPU or CUDA); fp16 (CUDA)",
+              CONFIGURE, choices=tuple(PRECISIONS)),
     ParamSpec("text_cache_dir", "", "text-feature cache folder ('' = ~/.cache/tagclip_ros/text)",
               FIXED),
     ParamSpec("image_transport", "raw", "subscribe to image (raw) or image/compressed",
