@@ -236,7 +236,7 @@ def grad_cam(activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int
     activations: (patches, channels); gradients: (tags, patches, channels) → (tags, patches)."""
     acts = _channels_first(activations, grid)
     cams = []
-    for tag_gradients in gradients:
+    for tag_gradients in gradients.detach().float().cpu():  # one copy off the device
         weights = np.mean(_channels_first(tag_gradients, grid), axis=(2, 3))
         cams.append((weights[:, :, None, None] * acts).sum(axis=1).reshape(-1))
     cams = torch.from_numpy(np.maximum(np.stack(cams), 0)).to(activations.device)

@@ -20,7 +20,7 @@ from .loading import LoadedModel
 from .profile import NO_TIMER, StageTimer
 from .reduce import flat_mean, row_means
 from .text import TextFeatureCache, default_cache_dir
-from .vit import AttentionHook, VisionTower, self_only_mask
+from .vit import AttentionHook, VisionTower
 from .vocab import Vocabulary
 
 # Logit added where the class token of a CWR crop may not look (the official value).
@@ -120,18 +120,22 @@ def dmar(coarse: torch.Tensor, affinity: torch.Tensor, grid: tuple[int, int]) ->
     The refined map is thresholded downstream (CWR candidates, crop boxes), so each class's
     masked product is one matrix-vector product, as in the official code: a single batched
     product sums in another order (differences of ~1e-8). The cost is one pass over the
-    affinity per class."""
+    affinity per class. The boxes are found on the host from one copy of the maps, and their
+    masks go to the device in one piece: no transfer per class."""
     refined = affinity @ coarse
     normalised = min_max(refined)
     means = row_means(normalised.T).cpu().numpy()  # each class's mean, as the official sums it
     maps = normalised.cpu().numpy().reshape(grid[0], grid[1], -1)
+    positive = (refined.max(dim=0).values > 0).cpu().numpy()
+    classes = [c for c in np.flatnonzero(positive) if np.isfinite(means[c])]  # constant: unmasked
     out = refined.clone()
-    for c in torch.nonzero(refined.max(dim=0).values > 0).flatten().tolist():
-        if not np.isfinite(means[c]):
-            continue  # a constant column has no region: left unmasked
-        mask = torch.from_numpy(box_mask(grid, contour_boxes(maps[:, :, c], float(means[c]))))
-        column = mask.reshape(-1, 1).to(coarse) * coarse[:, c:c + 1]
-        out[:, c:c + 1] = affinity @ column
+    if not classes:
+        return out
+    masks = np.stack([box_mask(grid, contour_boxes(maps[:, :, c], float(means[c]))).reshape(-1)
+                      for c in classes], axis=1)
+    masks = torch.from_numpy(masks).to(coarse)
+    for i, c in enumerate(classes):
+        out[:, c:c + 1] = affinity @ (masks[:, i:i + 1] * coarse[:, c:c + 1])
     return out
 
 
@@ -146,8 +150,9 @@ class Crop:
 
 def region_box(column: torch.Tensor, grid: tuple[int, int]) -> Crop | None:
     """Box around patches whose min-max normalised score exceeds 0.5, with the official
-    clamp of the end to the last-but-one row/column; None when the box is empty."""
-    region = (min_max(column[:, None])[:, 0] > 0.5).reshape(grid).cpu()
+    clamp of the end to the last-but-one row/column; None when the box is empty. `column` is
+    a host tensor (CWR copies the refined map off the device once for all classes)."""
+    region = (min_max(column[:, None])[:, 0] > 0.5).reshape(grid)
     rows = torch.nonzero(region.any(dim=1)).flatten()
     cols = torch.nonzero(region.any(dim=0)).flatten()
     if rows.numel() == 0:
@@ -207,15 +212,17 @@ class TagClip:
     def reidentified_scores(self, pixels: torch.Tensor, refined: torch.Tensor, local: torch.Tensor,
                             grid: tuple[int, int], text: torch.Tensor) -> np.ndarray:
         """CWR: the final score per class, each candidate's local score averaged with the
-        global score of its crop (weight `global_weight`), the others' left as they are."""
-        crops = self.candidate_crops(refined, local, grid)
-        final = local.clone()
+        global score of its crop (weight `global_weight`), the others' left as they are.
+        The refined map and local scores come off the device once; the crops' forward runs
+        there, and its scores come back in one copy."""
+        refined, final = refined.cpu(), local.cpu().clone()
+        crops = self.candidate_crops(refined, final, grid)
         if crops:
             global_scores = self.reidentify(pixels, crops, text)
             w = self.settings.global_weight
             for crop, score in zip(crops, global_scores):
                 final[crop.index] = (1 - w) * final[crop.index] + w * score
-        return final.float().cpu().numpy()
+        return final.float().numpy()
 
     def coarse_scores(self, pixels: torch.Tensor, text: torch.Tensor,
                       hook: AttentionHook | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -225,7 +232,7 @@ class TagClip:
         both = vote if hook is None else (lambda i, a: (vote(i, a), hook(i, a)))
         last = len(self.vision.blocks) - 1
         trunk = self.vision.run_blocks(self.vision.embed(pixels), range(last), both)
-        mask = self_only_mask(trunk.shape[1], trunk.device)
+        mask = self.vision.self_only_mask(trunk.shape[1])
         tokens = self.vision.project(self.vision.block(last, trunk, mask, both))[0].float()
         probs = self.class_probabilities(tokens[1:], text)
         return probs, vote.affinity(self.settings.vote_min_layers), trunk
@@ -258,21 +265,23 @@ class TagClip:
         batch, masks = self.crop_batch(pixels, crops)
         tokens = self.vision.forward(batch, attn_mask=masks)
         probs = self.class_probabilities(tokens[:, 0], text)
-        return [float(probs[i, crop.index]) for i, crop in enumerate(crops)]
+        rows = torch.arange(len(crops), device=probs.device)
+        chosen = probs[rows, torch.tensor([crop.index for crop in crops], device=probs.device)]
+        return chosen.cpu().tolist()
 
     def crop_batch(self, pixels: torch.Tensor, crops: list[Crop]) -> tuple[torch.Tensor, torch.Tensor]:
         """Crops resized to the training resolution, and per-crop masks that let the class
-        token see only the patches of the class region."""
+        token see only the patches of the class region (built on the host, sent at once)."""
         size = self.loaded.image_size
         side = size // self.loaded.patch_size
         p = self.loaded.patch_size
         tokens = side * side + 1
-        images, masks = [], torch.zeros(len(crops), 1, tokens, tokens, device=pixels.device)
+        images, masks = [], torch.zeros(len(crops), 1, tokens, tokens)
         for i, crop in enumerate(crops):
             x0, y0, x1, y1 = crop.box
             cut = pixels[:, :, y0 * p:y1 * p, x0 * p:x1 * p]
             images.append(F.interpolate(cut, size=(size, size), mode="bilinear", align_corners=False))
             region = F.interpolate(crop.region[None, None].float(), size=(side, side), mode="nearest")
-            outside = ~region.flatten().bool().to(pixels.device)
+            outside = ~region.flatten().bool()
             masks[i, 0, 0, 1:] = outside.float() * OUTSIDE_REGION_PENALTY
-        return torch.cat(images), masks
+        return torch.cat(images), masks.to(pixels.device)

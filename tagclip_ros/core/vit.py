@@ -8,6 +8,7 @@ class-wise crops. This module runs open_clip's own weights block by block to pro
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -18,6 +19,8 @@ from .precision import compute_dtype
 
 AttentionHook = Callable[[int, torch.Tensor], None]
 
+# Per-size positional tables and masks kept (a camera has one size; a bag may have a few).
+TABLES_KEPT = 8
 # The official code adds -100 (not -inf) to off-diagonal logits of the last block.
 SELF_ONLY_PENALTY = -100.0
 
@@ -47,7 +50,8 @@ class VisionTower:
         self.visual = loaded.model.visual
         self.dtype = compute_dtype(self.visual)  # of the matrix products; the rest is float32
         self._workspace = Workspace()
-        self._positional: dict[tuple[int, int, bool], torch.Tensor] = {}
+        self._tables: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # by grid size, see _table
+        self._tables_lock = threading.Lock()
 
     @property
     def blocks(self) -> torch.nn.ModuleList:
@@ -58,10 +62,8 @@ class VisionTower:
 
         Off the training grid the patch table is resized bilinearly and, as in the official
         code, the result is rounded through float16."""
-        key = (grid_h, grid_w, always_resample)
-        if key not in self._positional:
-            self._positional[key] = self._build_positional(grid_h, grid_w, always_resample)
-        return self._positional[key]
+        return self._table(("positional", grid_h, grid_w, always_resample),
+                           lambda: self._build_positional(grid_h, grid_w, always_resample))
 
     def _build_positional(self, grid_h: int, grid_w: int, always_resample: bool) -> torch.Tensor:
         table = self.visual.positional_embedding
@@ -72,6 +74,22 @@ class VisionTower:
         patches = F.interpolate(patches, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
         resized = torch.cat([table[:1].float(), patches.reshape(table.shape[1], -1).T])
         return resized.half().to(table.dtype)
+
+    def self_only_mask(self, tokens: int) -> torch.Tensor:
+        """`self_only_mask` for `tokens` tokens on the model's device, made once per size."""
+        return self._table(("self-only", tokens), lambda: self_only_mask(tokens, self.loaded.device))
+
+    def _table(self, key: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A per-size table, built on first use and kept for the next frames of that size (the
+        TABLES_KEPT most recently used: a stream of ever new sizes cannot grow memory)."""
+        with self._tables_lock:
+            if key in self._tables:
+                self._tables.move_to_end(key)
+            else:
+                self._tables[key] = build()
+                while len(self._tables) > TABLES_KEPT:
+                    self._tables.popitem(last=False)
+            return self._tables[key]
 
     def embed(self, pixels: torch.Tensor, always_resample: bool = False) -> torch.Tensor:
         """Patch + class tokens with positions, after ln_pre: (B, 1 + gh*gw, width), float32."""

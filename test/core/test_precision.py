@@ -3,7 +3,6 @@ stay float32, and how far bfloat16 lands from float32 on the reference fixtures.
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from tagclip_ros.core.loading import from_model
 from tagclip_ros.core.precision import matmul_weights
 from tagclip_ros.core.segment import ClipEsSegmenter
 from tagclip_ros.core.text import encode_names
-from tagclip_ros.core.vit import Workspace
 
 from ..conftest import IMAGES, WEIGHTS
 
@@ -140,16 +138,3 @@ def test_fp16_is_refused_on_the_cpu_in_one_sentence(loaded):
                     lambda: from_model(loaded.model, "cpu", torch.float16)):
         with pytest.raises(ValueError, match="fp16 needs a CUDA device.*use bf16 or fp32"):
             attempt()
-
-
-def test_workspace_reuses_a_buffer_per_shape_and_thread():
-    workspace = Workspace()
-    first = workspace.get("maps", (2, 3), torch.float32, torch.device("cpu"))
-    assert workspace.get("maps", (2, 3), torch.float32, torch.device("cpu")) is first
-    assert workspace.get("maps", (2, 4), torch.float32, torch.device("cpu")).shape == (2, 4)
-    other = []
-    thread = threading.Thread(target=lambda: other.append(
-        workspace.get("maps", (2, 4), torch.float32, torch.device("cpu"))))
-    thread.start()
-    thread.join()
-    assert other[0] is not workspace.get("maps", (2, 4), torch.float32, torch.device("cpu"))
