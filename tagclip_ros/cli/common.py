@@ -33,6 +33,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
                        help="fp32; bf16 (CPU or CUDA: about 2x faster on CPUs with bf16 "
                             "instructions); fp16 (CUDA). README: Precision")
+    group.add_argument("--compile", action="store_true",
+                       help="compile the fixed-shape passes (torch.compile, CUDA graphs on a GPU)")
     group.add_argument("--cache-dir", default=default_cache_dir(),
                        help="text-feature cache folder ('' keeps it in memory only)")
     vocab = parser.add_argument_group("vocabulary")
@@ -63,7 +65,8 @@ def tag_settings(args: argparse.Namespace) -> TagClipSettings:
 
 def load_model_from(args: argparse.Namespace) -> tuple[LoadedModel, TextFeatureCache]:
     """The model and its text-feature cache from parsed arguments (raises WeightsError)."""
-    loaded = load_model(args.model, args.pretrained, args.weights, args.device, args.precision)
+    loaded = load_model(args.model, args.pretrained, args.weights, args.device, args.precision,
+                        args.compile)
     return loaded, TextFeatureCache(loaded, args.cache_dir or None)
 
 

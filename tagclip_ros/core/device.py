@@ -31,10 +31,10 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
-    """Map fp32/fp16/bf16 to a dtype (see core/precision.py for what runs in it), refusing what `device` cannot compute fast or at all:
-    fp16 needs CUDA (the CPU has no fast float16 products), bf16 on CUDA needs a GPU that
-    supports it (compute capability 8.0 and up). bf16 on the CPU is accepted; it is fast only
-    on CPUs with native bfloat16 instructions (`tagclip doctor` says whether this one has)."""
+    """Map fp32/fp16/bf16 to a dtype (core/precision.py says what runs in it), refusing what
+    `device` cannot compute fast or at all: fp16 needs CUDA (the CPU has no fast float16
+    products), bf16 on CUDA a GPU of compute capability 8.0 or more. bf16 on the CPU is
+    accepted; it is fast only on CPUs with bfloat16 instructions (`tagclip doctor` tells)."""
     spec = (spec or "fp32").strip().lower()
     if spec not in PRECISIONS:
         raise ValueError(f"precision {spec!r} is not one of {', '.join(PRECISIONS)}")

@@ -47,6 +47,7 @@ class LoadedModel:
     dtype: torch.dtype  # of the vision tower's matrix products; all else is float32
     weights_id: str  # stable identity of the weights, used to key the text-feature cache
     description: str
+    compile: bool = False  # compile the vision tower's fixed-shape passes (core/vit.py)
 
     @property
     def patch_size(self) -> int:
@@ -64,9 +65,9 @@ class LoadedModel:
 
 def load_model(model_name: str = "ViT-B-16", pretrained: str = "openai",
                weights: str | None = None, device: str = "auto",
-               precision: str = "fp32") -> LoadedModel:
+               precision: str = "fp32", compile: bool = False) -> LoadedModel:
     """Load CLIP for inference; `weights` (a local file) wins over `pretrained` (an open_clip tag,
-    or a file path as open_clip also accepts there)."""
+    or a file path as open_clip also accepts there). `compile`: see `VisionTower`."""
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     weights = weights or _file_given_as_pretrained(model_name, pretrained)
@@ -81,12 +82,12 @@ def load_model(model_name: str = "ViT-B-16", pretrained: str = "openai",
                            "model.pretrained for the node, e.g. 'openai') or the weights path")
     _check_plain_vit(model, f"model {model_name!r}")
     model = _place(model, dev, dtype)
-    return LoadedModel(model, dev, dtype, weights_id, f"{describe_network(model)} {source}")
+    return LoadedModel(model, dev, dtype, weights_id, f"{describe_network(model)} {source}", compile)
 
 
 def from_model(model: torch.nn.Module, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32, weights_id: str = "in-memory",
-               description: str | None = None) -> LoadedModel:
+               description: str | None = None, compile: bool = False) -> LoadedModel:
     """Wrap a CLIP built in memory (e.g. randomly initialised for a benchmark) for inference:
     moved to `device`, in eval mode, without gradients, its vision tower's matrix products in
     `dtype` (the rest in float32). `weights_id` keys the text
@@ -97,7 +98,7 @@ def from_model(model: torch.nn.Module, device: torch.device | str = "cpu",
     resolve_precision(precision_name(dtype), dev)  # the same refusals as load_model's
     model = _place(model, dev, dtype)
     source = description or f"in memory ({weights_id})"
-    return LoadedModel(model, dev, dtype, weights_id, f"{describe_network(model)}, {source}")
+    return LoadedModel(model, dev, dtype, weights_id, f"{describe_network(model)}, {source}", compile)
 
 
 def _place(model: CLIP, device: torch.device, dtype: torch.dtype) -> CLIP:

@@ -50,6 +50,7 @@ class VisionTower:
         self.visual = loaded.model.visual
         self.dtype = compute_dtype(self.visual)  # of the matrix products; the rest is float32
         self._workspace = Workspace()
+        self._plain = compiled(self._plain_blocks, loaded.device) if loaded.compile else self._plain_blocks
         self._tables: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # by grid size, see _table
         self._tables_lock = threading.Lock()
 
@@ -154,11 +155,29 @@ class VisionTower:
 
     def forward(self, pixels: torch.Tensor, attn_mask: torch.Tensor | None = None,
                 hook: AttentionHook | None = None) -> torch.Tensor:
-        """All tokens projected to the joint space; `attn_mask` applies in every block."""
+        """All tokens projected to the joint space; `attn_mask` applies in every block.
+        Without a hook this is a fixed-shape pass (CWR's crops), compiled when the model was
+        loaded with `compile`."""
         x = self.embed(pixels)
+        if hook is None:
+            return self.project(self._plain(x, attn_mask))
         for index in range(len(self.blocks)):
             x = self.block(index, x, attn_mask, hook)
         return self.project(x)
+
+    def _plain_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Every block, without hooks."""
+        for index in range(len(self.blocks)):
+            x = self.block(index, x, attn_mask)
+        return x
+
+
+def compiled(function: Callable, device: torch.device) -> Callable:
+    """`function` compiled by torch.compile for the shapes it meets (one compilation per new
+    shape, which takes tens of seconds), with CUDA graphs on a GPU, where a batch-1 pass is
+    bound by kernel launches; on the CPU compilation does not pay (README: Speed)."""
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return torch.compile(function, dynamic=False, mode=mode)
 
 
 def averaged_attention(q: torch.Tensor, k: torch.Tensor, workspace: Workspace) -> torch.Tensor:

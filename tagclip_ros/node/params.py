@@ -76,6 +76,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model.weights", "", "local checkpoint file (OpenAI .pt or open_clip); "
               "overrides model.pretrained", FIXED),
     ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N", CONFIGURE),
+    ParamSpec("compile", False, "compile the fixed-shape passes with torch.compile (CUDA graphs "
+              "on a GPU); each new frame size compiles first", CONFIGURE),
     ParamSpec("max_input_side", DEFAULT_MAX_INPUT_SIDE, "frames whose longer side exceeds this "
               "many pixels are downscaled for the model (label masks keep the frame's size); "
               "bounds memory per frame; 0: native size", CONFIGURE, value_range=(0, 16384)),

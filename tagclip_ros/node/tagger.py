@@ -82,7 +82,7 @@ class TaggerNode(LifecycleNode):
         try:
             loaded = load_model(self.param("model.name"), self.param("model.pretrained"),
                                 self.param("model.weights") or None, self.param("device"),
-                                self.param("precision"))
+                                self.param("precision"), self.param("compile"))
             cache = TextFeatureCache(loaded, self.param("text_cache_dir") or default_cache_dir())
             self.get_logger().info(f"loaded {loaded.description} on {loaded.device}; "
                                    "encoding the vocabulary")
