@@ -8,7 +8,7 @@ the tests that hold reduced precision and CUDA to those figures.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,19 +30,23 @@ class Deviation:
     images: int = 0
     max_score_diff: float = 0.0     # over every class of every image
     same_tags: int = 0              # images whose tag lists (classes and order) are equal
-    # method → share of equal mask pixels, per image with the same tags
-    pixel_agreement: dict[str, list[float]] = field(default_factory=dict)
+    # method → image name → share of equal mask pixels, for the images with the same tags
+    pixel_agreement: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def min_agreement(self, method: str) -> float:
+    def agreements(self, method: str, leave_out: Iterable[str] = ()) -> list[float]:
+        """Shares of equal mask pixels for `method`, but for the images named in `leave_out`."""
+        return [v for name, v in self.pixel_agreement.get(method, {}).items() if name not in leave_out]
+
+    def min_agreement(self, method: str, leave_out: Iterable[str] = ()) -> float:
         """The lowest share of equal mask pixels over the images with the same tags (NaN if
         there is none)."""
-        return min(self.pixel_agreement.get(method) or [float("nan")])
+        return min(self.agreements(method, leave_out) or [float("nan")])
 
-    def mean_agreement(self, method: str) -> float:
-        return float(np.mean(self.pixel_agreement.get(method) or [float("nan")]))
+    def mean_agreement(self, method: str, leave_out: Iterable[str] = ()) -> float:
+        return float(np.mean(self.agreements(method, leave_out) or [float("nan")]))
 
-    def add(self, reference: Outcome, other: Outcome) -> None:
-        """Account one image, given each model's outcome."""
+    def add(self, name: str, reference: Outcome, other: Outcome) -> None:
+        """Account image `name`, given each model's outcome."""
         self.images += 1
         diff = float(np.abs(reference.tags.scores.astype(np.float64) - other.tags.scores).max())
         self.max_score_diff = max(self.max_score_diff, diff)
@@ -51,13 +55,12 @@ class Deviation:
         if same:  # masks of different tags differ by construction: not a precision effect
             for method, mask in reference.masks.items():
                 agreement = float((mask == other.masks[method]).mean())
-                self.pixel_agreement.setdefault(method, []).append(agreement)
+                self.pixel_agreement.setdefault(method, {})[name] = agreement
 
     def as_dict(self) -> dict:
         return {"images": self.images, "max_score_diff": self.max_score_diff,
                 "same_tags": self.same_tags,
-                "min_pixel_agreement": {m: self.min_agreement(m) for m in METHODS},
-                "mean_pixel_agreement": {m: self.mean_agreement(m) for m in METHODS}}
+                "pixel_agreement": self.pixel_agreement}
 
 
 @dataclass
@@ -80,14 +83,14 @@ def outcome(perception: Perception, rgb: np.ndarray, methods: Iterable[str] = ME
 
 
 def measure(reference: LoadedModel, other: LoadedModel, vocabulary: Vocabulary,
-            images: Iterable[np.ndarray], cache_dir: str | None = None,
+            images: Mapping[str, np.ndarray], cache_dir: str | None = None,
             settings: TagClipSettings = TagClipSettings(),
             methods: Iterable[str] = METHODS) -> Deviation:
-    """The deviation of `other` from `reference` on RGB `images` over `vocabulary`."""
+    """The deviation of `other` from `reference` on RGB `images` (by name) over `vocabulary`."""
     methods = tuple(methods)
     perceptions = [Perception(m, vocabulary, settings, text_cache=TextFeatureCache(m, cache_dir))
                    for m in (reference, other)]
     deviation = Deviation()
-    for rgb in images:
-        deviation.add(*(outcome(p, rgb, methods) for p in perceptions))
+    for name, rgb in images.items():
+        deviation.add(name, *(outcome(p, rgb, methods) for p in perceptions))
     return deviation
