@@ -6,6 +6,7 @@
 #                                      images, a video file (one pass) or a camera (until Ctrl-C)
 #   TAGCLIP_WEIGHTS=/path/ViT-B-16.pt  use a local checkpoint instead of downloading OpenAI's
 #   TAGCLIP_DEVICE=cuda                device (default auto)
+#   TAGCLIP_PRECISION=bf16             fp32 (default), bf16 (CPU or CUDA), fp16 (CUDA)
 # Exits 0 after a single pass; 2, with the reason, when the node cannot start.
 set -euo pipefail
 images=${TAGCLIP_IMAGES:-}
@@ -37,7 +38,7 @@ fi
 # as soon as it sees the node's subscription, and a best-effort subscription may still be
 # matching then and lose it (the image would be skipped after a 30 s wait).
 node_args=(--ros-args --params-file config/tagger.yaml -p "device:=${TAGCLIP_DEVICE:-auto}"
-           -p image_qos:=reliable)
+           -p "precision:=${TAGCLIP_PRECISION:-fp32}" -p image_qos:=reliable)
 [ -n "$weights" ] && node_args+=(-p "model.weights:=$weights")
 node_log=$(mktemp "${TMPDIR:-/tmp}/tagclip-run.XXXXXX")
 .venv/bin/tagger_node "${node_args[@]}" > >(tee "$node_log") 2>&1 &
