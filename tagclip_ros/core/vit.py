@@ -130,20 +130,19 @@ class VisionTower:
                   index: int, hook: AttentionHook | None,
                   workspace: Workspace | None = None) -> torch.Tensor:
         """Multi-head attention of `x` (in the weights' dtype); see `block` for the mask and
-        hook. float32 computes the maps explicitly when hooked (`_explicit_attention`); reduced
-        precision always uses the fused kernel and computes the hook's average apart, in
-        float32, in `workspace` (`averaged_attention`)."""
+        hook. Without a hook: the fused kernel. Hooked, the maps are computed explicitly: in
+        float32 by `_explicit_attention`, in reduced precision by `low_precision_attention`
+        (float32 maps in `workspace`)."""
         batch, tokens, width = x.shape
         heads = attn.num_heads
         q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
         q, k, v = (t.reshape(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, k, v))
-        if hook is None or q.dtype != torch.float32:
+        if hook is None:
             mask = None if attn_mask is None else attn_mask.to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        if hook is not None and q.dtype != torch.float32:
-            hook(index, averaged_attention(q, k, workspace or Workspace()))
-        elif hook is not None:
-            out, averaged = _explicit_attention(q, k, v, attn_mask)
+        else:
+            attend = _explicit_attention if q.dtype == torch.float32 else low_precision_attention
+            out, averaged = attend(q, k, v, attn_mask, workspace or Workspace())
             hook(index, averaged)
         out = out.transpose(1, 2).reshape(batch, tokens, width)
         return attn.out_proj(out)
@@ -180,21 +179,31 @@ def compiled(function: Callable, device: torch.device) -> Callable:
     return torch.compile(function, dynamic=False, mode=mode)
 
 
-def averaged_attention(q: torch.Tensor, k: torch.Tensor, workspace: Workspace) -> torch.Tensor:
-    """Head-averaged attention (batch, tokens, tokens) of low-precision queries and keys (batch,
-    heads, tokens, head_width), before any mask, computed in float32 (logits, softmax, mean).
+def low_precision_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            attn_mask: torch.Tensor | None,
+                            workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_explicit_attention` for low-precision queries, keys and values: the logits, softmax
+    and head average in float32 (the average is what DMAR and CLIP-ES read), the product with
+    the values in the low precision. Masked (the last block, once per frame), the output comes
+    from the fused kernel.
 
-    The maps (tokens² per head) go into one float32 buffer of `workspace`, kept from one block
-    and one frame to the next: on the CPU a fresh map of that size costs more in page faults
-    than its softmax does."""
+    The maps (tokens² per head) live in two buffers of `workspace`, kept from one block and one
+    frame to the next: on the CPU a fresh map of that size costs more in page faults than its
+    softmax does."""
     shape = (*q.shape[:-1], k.shape[-2])
-    logits = workspace.get("attention", shape, torch.float32, q.device)
-    torch.matmul(q.float() * q.shape[-1] ** -0.5, k.float().transpose(-1, -2), out=logits)
-    return torch.softmax(logits, dim=-1, out=logits).mean(dim=1)
+    weights = workspace.get("attention", shape, torch.float32, q.device)
+    torch.matmul(q.float() * q.shape[-1] ** -0.5, k.float().transpose(-1, -2), out=weights)
+    torch.softmax(weights, dim=-1, out=weights)
+    averaged = weights.mean(dim=1)
+    if attn_mask is not None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype)), averaged
+    low = workspace.get("attention-low", shape, v.dtype, v.device)
+    return torch.matmul(low.copy_(weights), v), averaged
 
 
 def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                        attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                        attn_mask: torch.Tensor | None,
+                        workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention output (batch, heads, tokens, head_width) and the head-averaged attention
     *before* the mask (batch, tokens, tokens), with the maps computed explicitly.
 
@@ -207,7 +216,8 @@ def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     element's position and the thread count (from 5 heads on), which no head-by-head
     accumulation reproduces bit for bit.
 
-    float32 only: reduced precision takes `VisionTower._averaged_attention`."""
+    float32 only (`workspace` is unused: it is what the float32 results depend on that no
+    buffer is reused); reduced precision takes `low_precision_attention`."""
     in_place = not q.requires_grad
     logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
     out = None
