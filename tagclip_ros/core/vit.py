@@ -174,7 +174,7 @@ class VisionTower:
 def compiled(function: Callable, device: torch.device) -> Callable:
     """`function` compiled by torch.compile for the shapes it meets (one compilation per new
     shape, which takes tens of seconds), with CUDA graphs on a GPU, where a batch-1 pass is
-    bound by kernel launches; on the CPU compilation does not pay (README: Speed)."""
+    bound by kernel launches; on the CPU compilation does not pay (README: On a GPU)."""
     mode = "reduce-overhead" if device.type == "cuda" else None
     return torch.compile(function, dynamic=False, mode=mode)
 
@@ -182,22 +182,22 @@ def compiled(function: Callable, device: torch.device) -> Callable:
 def low_precision_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             attn_mask: torch.Tensor | None,
                             workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_explicit_attention` for low-precision queries, keys and values: the logits, softmax
-    and head average in float32 (the average is what DMAR and CLIP-ES read), the product with
-    the values in the low precision. Masked (the last block, once per frame), the output comes
-    from the fused kernel.
+    """`_explicit_attention` for low-precision queries, keys and values, as torch.autocast
+    splits the work: the products in the low precision (logits, then weights times values),
+    the softmax and the head average in float32 (the average is what DMAR and CLIP-ES read).
+    Masked (the last block, once per frame), the output comes from the fused kernel.
 
     The maps (tokens² per head) live in two buffers of `workspace`, kept from one block and one
     frame to the next: on the CPU a fresh map of that size costs more in page faults than its
     softmax does."""
     shape = (*q.shape[:-1], k.shape[-2])
+    low = workspace.get("attention-low", shape, q.dtype, q.device)
     weights = workspace.get("attention", shape, torch.float32, q.device)
-    torch.matmul(q.float() * q.shape[-1] ** -0.5, k.float().transpose(-1, -2), out=weights)
-    torch.softmax(weights, dim=-1, out=weights)
+    torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2), out=low)
+    torch.softmax(weights.copy_(low), dim=-1, out=weights)
     averaged = weights.mean(dim=1)
     if attn_mask is not None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype)), averaged
-    low = workspace.get("attention-low", shape, v.dtype, v.device)
     return torch.matmul(low.copy_(weights), v), averaged
 
 

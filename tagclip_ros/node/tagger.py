@@ -21,6 +21,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Classification, LabelInfo
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
+from ..core.device import precision_name
 from ..core.image import downscale_note
 from ..core.pipeline import Perceived, Perception
 from ..core.segment import SegmentationSettings
@@ -84,7 +85,8 @@ class TaggerNode(LifecycleNode):
                                 self.param("model.weights") or None, self.param("device"),
                                 self.param("precision"), self.param("compile"))
             cache = TextFeatureCache(loaded, self.param("text_cache_dir") or default_cache_dir())
-            self.get_logger().info(f"loaded {loaded.description} on {loaded.device}; "
+            self.get_logger().info(f"loaded {loaded.description} on {loaded.device} in "
+                                   f"{precision_name(loaded.dtype)}; "
                                    "encoding the vocabulary")
             self.perception = Perception(loaded, vocabulary_from(self._values()),
                                          self._tag_settings(), self._segmentation_settings(), cache)
@@ -278,7 +280,8 @@ class TaggerNode(LifecycleNode):
         info = {"vocabulary_size": str(len(perception.vocabulary.classes)) if perception else "0"}
         if perception is not None:
             loaded = perception.tagger.loaded
-            info.update(device=str(loaded.device), model=loaded.description)
+            info.update(device=str(loaded.device), precision=precision_name(loaded.dtype),
+                        model=loaded.description)
         state = "active" if self.active else ("inactive" if perception else "unconfigured")
         dropped = self.worker.dropped if self.worker else 0
         self.diagnostics_pub.publish(diagnostic_array(
