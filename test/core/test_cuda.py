@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 # figures are the CPU's bfloat16 ones (test_precision.py); not yet measured on a GPU.
 MAX_SCORE_DIFF = 5e-3
 CLIPES_AGREEMENT = 0.99
-DMAR_AGREEMENT = 0.8
+DMAR_AGREEMENT = 0.6
 # Host-device copies per frame (tags and a CLIP-ES mask), whatever the number of classes or tags.
 COPIES_PER_FRAME = 24
 
