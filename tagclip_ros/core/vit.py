@@ -216,8 +216,9 @@ def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     element's position and the thread count (from 5 heads on), which no head-by-head
     accumulation reproduces bit for bit.
 
-    float32 only (`workspace` is unused: it is what the float32 results depend on that no
-    buffer is reused); reduced precision takes `low_precision_attention`."""
+    float32 only; reduced precision takes `low_precision_attention`. `workspace` (the common
+    signature) is not used: these maps are freed as soon as they are averaged, which keeps the
+    memory between frames at what float32 has always needed."""
     in_place = not q.requires_grad
     logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
     out = None
