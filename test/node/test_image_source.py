@@ -116,7 +116,9 @@ def test_loop_plays_the_video_again_until_stopped(ros, video, tmp_path):
     assert code == 0, read(log)
     indices = [frame_index(image_to_rgb(m)) for m, _ in received.items]
     assert len(indices) >= FRAMES + 3, read(log)
-    assert indices == [i % FRAMES for i in range(len(indices))]
+    # In order and around again. The first frames may go before this subscriber has matched
+    # the publisher (on a busy machine, discovery is not symmetric): where it starts is free.
+    assert indices == [(indices[0] + i) % FRAMES for i in range(len(indices))]
     assert "Traceback" not in read(log)
 
 
