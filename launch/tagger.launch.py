@@ -1,8 +1,8 @@
 """Launch the TagCLIP tagger on a camera topic.
 
     ros2 launch tagclip_ros tagger.launch.py image:=/camera/image_raw compressed:=true \
-        params_file:=my_tagger.yaml device:=cuda precision:=fp16 namespace:=front weights:=/models/ViT-B-16.pt \
-        rviz:=true
+        params_file:=my_tagger.yaml device:=cuda precision:=fp16 namespace:=front \
+        weights:=/models/ViT-B-16.pt rviz:=true
 
 The node comes up active (autostart) and publishes tags, classification, label_mask, label_info
 and overlay in its namespace. `rviz:=true` also starts rviz2 (it must be installed) with
