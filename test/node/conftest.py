@@ -6,8 +6,11 @@ import random
 
 import pytest
 import rclpy
+from vision_msgs.msg import LabelInfo
 
-from tagclip_ros.node.harness import Client
+from tagclip_ros.node.harness import LATCHED, Client, TaggerProcess, wait_until
+
+STARTUP_S = 240
 
 
 @pytest.fixture(scope="module")
@@ -22,3 +25,13 @@ def ros():
     yield client
     client.close()
     rclpy.shutdown()
+
+
+def started_tagger(ros: Client, namespace: str, log: str, params: dict) -> TaggerProcess:
+    """A tagger process in `namespace`, once it is active (its latched label_info arrived);
+    fails the test with the node's log if it exits instead."""
+    process = TaggerProcess(namespace, log, params)
+    info = ros.collect(LabelInfo, f"{namespace}/label_info", LATCHED)
+    wait_until(lambda: info or process.process.poll() is not None, STARTUP_S, "tagger start")
+    assert process.process.poll() is None, process.log()
+    return process

@@ -9,31 +9,28 @@ import pytest
 import torch
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
-from vision_msgs.msg import LabelInfo
 
 from tagclip_ros.core import TextFeatureCache, load_model, load_vocabulary, read_image
 from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
-from tagclip_ros.node.harness import LATCHED, Camera, TaggerProcess, wait_until
+from tagclip_ros.node.harness import Camera, wait_until
 
 from ..conftest import IMAGES, WEIGHTS
+from .conftest import started_tagger
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
-STARTUP_S = 240
+
 ANSWER_S = 120
 
 
 @pytest.fixture(scope="module")
 def tagger(ros, tmp_path_factory, text_cache_dir):
     log = str(tmp_path_factory.mktemp("logs") / "cuda.log")
-    process = TaggerProcess("/gpu", log, {"model.weights": WEIGHTS, "device": "cuda",
-                                          "precision": "fp16", "text_cache_dir": text_cache_dir,
-                                          "image_qos": "reliable"})
-    info = ros.collect(LabelInfo, "/gpu/label_info", LATCHED)
-    wait_until(lambda: info or process.process.poll() is not None, STARTUP_S, "tagger start")
-    assert process.process.poll() is None, process.log()
+    process = started_tagger(ros, "/gpu", log, {
+        "model.weights": WEIGHTS, "device": "cuda", "precision": "fp16",
+        "text_cache_dir": text_cache_dir, "image_qos": "reliable"})
     yield process
     assert process.stop() == 0, process.log()
 

@@ -15,18 +15,18 @@ import pytest
 from PIL import Image as PILImage
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
-from vision_msgs.msg import LabelInfo
 
 from tagclip_ros.core import TagClipSettings, load_vocabulary, read_image
 from tagclip_ros.core.image import DEFAULT_MAX_INPUT_SIDE
 from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
-from tagclip_ros.node.harness import LATCHED, Camera, TaggerProcess, wait_until
+from tagclip_ros.node.harness import Camera, wait_until
 
 from ..conftest import IMAGES, WEIGHTS
+from .conftest import started_tagger
 
-STARTUP_S = 240
+
 ANSWER_S = 300
 WIDTH, HEIGHT = 3840, 2160
 # Stated bound: one 4K frame (rgb8, raw) raises the node's RSS by at most this much over its
@@ -40,12 +40,9 @@ def tagger(ros, tmp_path_factory, text_cache_dir):
     """The node with the default parameters (so the default limit), reliable image QoS so that
     no 25 MB sample is dropped."""
     log = str(tmp_path_factory.mktemp("logs") / "large.log")
-    process = TaggerProcess("/large", log, {"model.weights": WEIGHTS, "device": "cpu",
-                                            "text_cache_dir": text_cache_dir,
-                                            "image_qos": "reliable"})
-    info = ros.collect(LabelInfo, "/large/label_info", LATCHED)
-    wait_until(lambda: info or process.process.poll() is not None, STARTUP_S, "tagger start")
-    assert process.process.poll() is None, process.log()
+    process = started_tagger(ros, "/large", log, {
+        "model.weights": WEIGHTS, "device": "cpu", "text_cache_dir": text_cache_dir,
+        "image_qos": "reliable"})
     yield process
     assert process.stop() == 0, process.log()
 
