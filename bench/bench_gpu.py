@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import subprocess
@@ -89,6 +90,7 @@ class Plan:
     node_methods: list[str]
     image: str
     quick: bool
+    node_note: str | None = None  # why the node is not measured, when it is not
     rows: list[dict] = field(default_factory=list)
 
 
@@ -327,10 +329,10 @@ def deviation_markdown(rows: list[dict]) -> list[str]:
     return lines
 
 
-def node_markdown(rows: list[dict]) -> list[str]:
-    """The node under the camera."""
+def node_markdown(rows: list[dict], note: str | None) -> list[str]:
+    """The node under the camera, or why it was not measured."""
     if not rows:
-        return ["The node part was not run (--no-node)."]
+        return [f"{note or 'node not measured'}."]
     lines = [f"The node (`tagger_node`, its own process, over DDS) under a {CAMERA_HZ:.0f} Hz camera "
              "of 640×480 rgb8 frames; latency is publish → TagArray received; the node keeps only "
              "the newest frame, so frames it cannot keep up with are dropped by design:", "",
@@ -368,7 +370,7 @@ def markdown(results: dict) -> str:
              "each stage boundary), total = `Perception.run` (overlay excluded: the node draws it "
              "only when `/overlay` is watched), frames/s = 1000 / total:", ""]
     lines += rows_markdown(results) + [""] + deviation_markdown(results["deviation"])
-    lines += [""] + node_markdown(results["node"]) + [""] + goals_markdown(results)
+    lines += [""] + node_markdown(results["node"], results.get("node_note")) + [""] + goals_markdown(results)
     return "\n".join(lines) + "\n"
 
 
@@ -376,13 +378,15 @@ def build_plan(args: argparse.Namespace, device: torch.device) -> Plan:
     """The command line with the device's defaults filled in."""
     warmup, repeats, seconds, node_warm_up = DEFAULTS[device.type, args.quick]
     node_precisions = args.node_precisions or ("fp16" if device.type == "cuda" else "fp32")
+    node_note = ("node not measured: --no-node" if args.no_node else None if
+                 importlib.util.find_spec("rclpy") else "node not measured: no ROS 2 here")
     return Plan(device, parse_sizes(args.sizes), parse_precisions(args.precisions),
                 warmup if args.warmup is None else args.warmup,
                 repeats if args.repeats is None else args.repeats,
                 seconds if args.node_seconds is None else args.node_seconds, node_warm_up,
-                [] if args.no_node else parse_precisions(node_precisions),
+                [] if node_note else parse_precisions(node_precisions),
                 [m.strip() for m in args.node_methods.split(",") if m.strip()],
-                os.path.abspath(args.image), args.quick)
+                os.path.abspath(args.image), args.quick, node_note)
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -426,7 +430,7 @@ def run(args: argparse.Namespace, plan: Plan) -> dict:
                "software": software(), "weights": about,
                "image": os.path.relpath(plan.image, REPO), "precisions": plan.precisions,
                "warmup": plan.warmup, "repeats": plan.repeats, "rows": rows,
-               "deviation": deviation_rows, "node": node}
+               "deviation": deviation_rows, "node": node, "node_note": plan.node_note}
     results["goals"] = goals(results)
     results["wall_s"] = time.perf_counter() - start
     return results

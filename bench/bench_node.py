@@ -40,10 +40,10 @@ sys.path.insert(0, REPO)
 from tagclip_ros.core import read_image  # noqa: E402
 from tagclip_ros.msg import TagArray  # noqa: E402
 from tagclip_ros.node.conversions import rgb_to_image  # noqa: E402
+from fixture_paths import WEIGHTS  # noqa: E402
 from results_io import save_results  # noqa: E402
 from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until  # noqa: E402
 
-WEIGHTS = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "reference", "clip_tiny12_seed1.pt")
 CORE_LINE = re.compile(r"frame (\d+)\.(\d+): core ([\d.]+) ms")
 TARGET_MS = 10.0
 NAMESPACE = "/bench"

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_precision.py [--device cpu|cuda] [--out bench/results/precision]
 
-Loads the reference checkpoint (../shared/fixtures/reference) in float32 and in each reduced
+Loads the reference checkpoint (../shared/fixtures/reference, or $TAGCLIP_FIXTURES/reference) in float32 and in each reduced
 precision the device runs (the CPU: bf16; CUDA: fp16, and bf16 from compute capability 8.0),
 on the same device, and measures with core/deviation.py, per vocabulary (VOC, COCO) over the
 five fixture images: the largest score difference, how many images got the same tags, and the
@@ -22,11 +22,9 @@ sys.path.insert(0, REPO)
 from tagclip_ros.core import load_model, load_vocabulary, read_image  # noqa: E402
 from tagclip_ros.core.deviation import Deviation, measure  # noqa: E402
 from tagclip_ros.core.device import resolve_device, resolve_precision  # noqa: E402
+from fixture_paths import IMAGES, WEIGHTS  # noqa: E402
 from results_io import save_results  # noqa: E402
 
-REFERENCE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "reference")
-WEIGHTS = os.path.join(REFERENCE, "clip_tiny12_seed1.pt")
-IMAGES = os.path.join(REFERENCE, "images")
 VOCABULARIES = ("voc", "coco")
 # Its CLIP-ES masks move on over half the pixels under 1e-6 weight noise (fixture README).
 ILL_CONDITIONED = "night_1280x720.jpg"
@@ -44,12 +42,12 @@ def usable_precisions(device: str) -> list[str]:
     return usable
 
 
-def run(device: str, cache_dir: str | None) -> dict:
-    names = sorted(os.listdir(IMAGES))
+def run(device: str, cache_dir: str | None, vocabularies: list[str], limit: int | None = None) -> dict:
+    names = sorted(os.listdir(IMAGES))[:limit]
     images = {name: read_image(os.path.join(IMAGES, name)) for name in names}
     reference = load_model(weights=WEIGHTS, device=device)
     rows = []
-    jobs = [(p, v) for p in usable_precisions(device) for v in VOCABULARIES]
+    jobs = [(p, v) for p in usable_precisions(device) for v in vocabularies]
     for precision, vocabulary in tqdm(jobs, desc="precision x vocabulary"):
         other = load_model(weights=WEIGHTS, device=device, precision=precision)
         deviation = measure(reference, other, load_vocabulary(vocabulary), images, cache_dir)
@@ -90,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="results path without extension "
                         "(default bench/results/precision_<device type>)")
     parser.add_argument("--cache-dir", default=None, help="text-feature cache folder")
+    parser.add_argument("--vocabularies", default=",".join(VOCABULARIES), help="default %(default)s")
+    parser.add_argument("--images", type=int, help="only the first N fixture images (a smoke run)")
     args = parser.parse_args(argv)
-    results = run(args.device, args.cache_dir)
+    results = run(args.device, args.cache_dir, [v for v in args.vocabularies.split(",") if v], args.images)
     out = args.out or os.path.join(REPO, "bench", "results",
                                    f"precision_{resolve_device(args.device).type}")
     save_results(out, results, markdown(results))

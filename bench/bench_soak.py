@@ -33,10 +33,10 @@ sys.path.insert(0, REPO)
 from tagclip_ros.core import read_image  # noqa: E402
 from tagclip_ros.msg import TagArray  # noqa: E402
 from tagclip_ros.node.conversions import rgb_to_image  # noqa: E402
+from fixture_paths import WEIGHTS  # noqa: E402
 from results_io import save_results  # noqa: E402
 from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until  # noqa: E402
 
-WEIGHTS = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "reference", "clip_tiny12_seed1.pt")
 MB = 1 << 20
 WARM_UP_S = 60.0
 RSS_GROWTH_GOAL = 0.05

@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference checkpoint, images and scores from ../shared/fixtures."""
+"""Shared fixtures: the reference checkpoint, images and scores from $TAGCLIP_FIXTURES (the folder
+holding `reference/`; scripts/gpu_check.sh --fixtures sets it), else ../shared/fixtures."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,8 @@ import os
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "reference")
+FIXTURES = os.environ.get("TAGCLIP_FIXTURES") or os.path.join(os.path.dirname(REPO), "shared", "fixtures")
+REFERENCE = os.path.join(FIXTURES, "reference")
 WEIGHTS = os.path.join(REFERENCE, "clip_tiny12_seed1.pt")
 IMAGES = os.path.join(REFERENCE, "images")
 

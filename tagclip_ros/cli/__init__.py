@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from ..core import WeightsError
-from ..core.crf import CrfUnavailableError
-from .common import EXIT_USAGE
+EXIT_USAGE = 2  # a usage error or a missing package (here, not in .common, which needs the core)
 
 # verb name → module of this package
 VERBS = {"classify": "classify", "tag": "tag", "segment": "segment",
@@ -29,11 +27,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tagclip", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     for name, module_name in VERBS.items():
-        module = importlib.import_module(f".{module_name}", __name__)
+        try:
+            module = importlib.import_module(f".{module_name}", __name__)
+        except ModuleNotFoundError as exc:  # e.g. open_clip: `doctor` must still run and say so
+            sub = verbs.add_parser(name, help=f"(unavailable: {exc.name} is not installed)")
+            sub.set_defaults(run=missing_package(name, exc.name))
+            sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            continue
         sub = verbs.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", None))
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return parser
+
+
+def missing_package(verb: str, module: str | None) -> Callable[[argparse.Namespace], int]:
+    """The `run` of a verb whose module cannot be imported: one sentence saying what to do."""
+    def run(args: argparse.Namespace) -> int:
+        print(f"error: tagclip {verb} needs the Python module {module!r}, which is not installed: "
+              "install requirements/core.txt (scripts/bootstrap.sh does), or, on a machine without "
+              "network, its wheels as README \"On a GPU\" says; `tagclip doctor` lists what is "
+              "missing.", file=sys.stderr)
+        return EXIT_USAGE
+    return run
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a user can fix, printed as one sentence (imported late: see build_parser)."""
+    try:
+        from ..core.crf import CrfUnavailableError
+        from ..core.loading import WeightsError
+    except ImportError:  # without open_clip only `doctor` runs, and it raises neither
+        return ValueError, OSError
+    return WeightsError, ValueError, OSError, CrfUnavailableError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.images += extra  # image paths given after the options
     try:
         return args.run(args)
-    except (WeightsError, ValueError, OSError, CrfUnavailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

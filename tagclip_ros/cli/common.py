@@ -16,10 +16,10 @@ from ..core import (ImageError, LoadedModel, TagClip, TagClipSettings, TagResult
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE, check_max_side, downscale_note, image_files
 from ..core.pipeline import Perception
+from . import EXIT_USAGE  # noqa: F401 (the verbs take it from here)
 
 PROGRESS_MIN_IMAGES = 5
 EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
 T = TypeVar("T")
 
 

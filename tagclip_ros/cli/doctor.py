@@ -47,7 +47,9 @@ def human_lines(report: Report) -> list[str]:
     rows += [(f"cuda:{d.index}", _device_text(d)) for d in report.cuda_devices]
     rows += [("CPU bf16", _cpu_bf16_text(report.cpu_bf16_native)), ("NVIDIA GPU", _gpu_text(report)),
              ("open_clip", report.open_clip_version or f"not importable ({report.open_clip_error})"),
-             ("network", _network_text(report))]
+             ("network", _network_text(report)),
+             ("packages", f"missing {', '.join(report.missing_packages)}" if report.missing_packages
+              else "all there")]
     rows += [("precisions" if i == 0 else "", f"{device}: {', '.join(names)}")
              for i, (device, names) in enumerate(report.precisions.items())]
     rows += [("problem", problem) for problem in report.problems] or [("problems", "none")]

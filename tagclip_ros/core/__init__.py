@@ -1,15 +1,29 @@
 """The ROS-free core: model loading, TagCLIP, text features, segmentation and metrics.
 
 Nothing in this package imports rclpy; the CLI, the ROS node and the benchmarks all use it.
+Its names are imported on first use (PEP 562), so that `core.doctor` can report a missing
+open_clip or torch instead of failing with them at `import tagclip_ros.core`.
 """
-from .image import ImageError, read_image, to_rgb
-from .loading import LoadedModel, WeightsError, load_model
-from .tagclip import Tag, TagClip, TagClipSettings, TagResult
-from .text import TextFeatureCache, default_cache_dir
-from .vocab import BUILTIN, Vocabulary, load_vocabulary
+from __future__ import annotations
 
-__all__ = [
-    "BUILTIN", "ImageError", "LoadedModel", "Tag", "TagClip", "TagClipSettings", "TagResult",
-    "TextFeatureCache", "Vocabulary", "WeightsError", "default_cache_dir", "load_model",
-    "load_vocabulary", "read_image", "to_rgb",
-]
+import importlib
+from typing import Any
+
+# exported name → the module of this package that defines it
+_EXPORTS = {
+    "ImageError": "image", "read_image": "image", "to_rgb": "image",
+    "LoadedModel": "loading", "WeightsError": "loading", "load_model": "loading",
+    "Tag": "tagclip", "TagClip": "tagclip", "TagClipSettings": "tagclip", "TagResult": "tagclip",
+    "TextFeatureCache": "text", "default_cache_dir": "text",
+    "BUILTIN": "vocab", "Vocabulary": "vocab", "load_vocabulary": "vocab",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

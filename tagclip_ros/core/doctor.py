@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
 import platform
@@ -30,6 +31,17 @@ BF16_CAPABILITY = (8, 0)
 # /proc/cpuinfo flags of native bfloat16 matrix instructions, by platform.machine().
 CPU_BF16_FLAGS = {"x86_64": {"avx512_bf16", "amx_bf16"}, "aarch64": {"bf16"}}
 NVIDIA_DEVICE_FILE = re.compile(r"nvidia(\d+|ctl)$|nvhost-")
+# What the core, its tests and scripts/gpu_check.sh import: distribution → module. A bare CUDA
+# machine has all but the last three (requirements/gpu_check.txt, fetched as wheels).
+NEEDED_MODULES = {
+    "torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "pillow": "PIL",
+    "opencv-python-headless": "cv2", "tqdm": "tqdm", "psutil": "psutil", "pytest": "pytest",
+    "timm": "timm", "huggingface_hub": "huggingface_hub", "safetensors": "safetensors",
+    "regex": "regex", "open_clip_torch": "open_clip", "ftfy": "ftfy", "wcwidth": "wcwidth",
+}
+WHEELS_HINT = ('on a machine without network, run scripts/fetch_wheels.sh DIR where a package '
+               'registry is reachable and scripts/gpu_check.sh OUTDIR --wheels DIR there (README '
+               '"On a GPU")')
 
 
 @dataclass
@@ -71,6 +83,7 @@ class Report:
     network: str | None  # what the default weights build (describe_pretrained)
     network_error: str | None
     gpu: GpuPresence
+    missing_packages: list[str] = field(default_factory=list)  # distributions of NEEDED_MODULES
     precisions: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -89,11 +102,17 @@ def gather(root: str = "/") -> Report:
         python=sys.version.split()[0], machine=machine, **torch_facts,
         cpu_bf16_native=cpu_bf16_native(os.path.join(root, "proc", "cpuinfo"), machine),
         open_clip_version=open_clip_version, open_clip_error=open_clip_error,
-        network=network, network_error=network_error, gpu=gpu_presence(root))
+        network=network, network_error=network_error, gpu=gpu_presence(root),
+        missing_packages=missing_packages())
     if report.torch_version is not None:
         report.precisions = runnable_precisions(report.cuda_devices)
     report.problems = find_problems(report)
     return report
+
+
+def missing_packages() -> list[str]:
+    """The distributions of NEEDED_MODULES whose module this Python cannot find."""
+    return [dist for dist, module in NEEDED_MODULES.items() if importlib.util.find_spec(module) is None]
 
 
 def _torch_facts() -> dict[str, Any]:
@@ -245,7 +264,11 @@ def find_problems(report: Report) -> list[str]:
                         f"as in {JETSON_README}.")
     elif report.gpu.present and not report.cuda_available:
         problems.append(_unused_gpu_problem(report))
-    if report.open_clip_version is None:
+    if report.missing_packages:
+        problems.append(f"Missing Python packages: {', '.join(report.missing_packages)}: install "
+                        "them with `pip install -r requirements/core.txt -r requirements/test.txt` "
+                        f"(scripts/bootstrap.sh does), or, {WHEELS_HINT}.")
+    elif report.open_clip_version is None:
         problems.append(f"open_clip is not importable ({report.open_clip_error}): install it "
                         "with `pip install -r requirements/core.txt` (scripts/bootstrap.sh does).")
     elif report.network is None:

@@ -19,7 +19,10 @@ from tagclip_ros.node.harness import Camera, wait_until
 from ..conftest import IMAGES, WEIGHTS
 from .conftest import started_tagger
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+# scripts/gpu_check.sh sets TAGCLIP_REQUIRE_CUDA=1: there a GPU that torch cannot use fails
+# these tests instead of skipping them.
+REQUIRE_CUDA = os.environ.get("TAGCLIP_REQUIRE_CUDA") == "1"
+pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or REQUIRE_CUDA),
                                 reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
 
 ANSWER_S = 120
