@@ -94,6 +94,20 @@ def test_the_bare_python_lacks_what_the_gpu_machine_lacks(bare):
     assert {w.split("-")[0] for w in os.listdir(bare["wheels"])} == {"open_clip_torch", "ftfy", "wcwidth"}
 
 
+def test_doctor_names_what_the_gpu_check_needs_and_other_verbs_say_so(bare):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PYTHONPATH"] = REPO
+    doctor = subprocess.run([bare["python"], "-m", "tagclip_ros.cli", "doctor"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert "packages     missing open_clip_torch, ftfy, wcwidth" in doctor.stdout
+    assert "scripts/fetch_wheels.sh DIR" in doctor.stdout and "Traceback" not in doctor.stderr
+    classify = subprocess.run([bare["python"], "-m", "tagclip_ros.cli", "classify", "x.jpg"], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert classify.returncode == 2 and classify.stderr.count("\n") == 1, classify.stderr
+    assert "tagclip classify needs the Python module 'open_clip'" in classify.stderr
+
+
 def test_without_the_wheels_it_names_what_is_missing_in_one_sentence(bare, tmp_path):
     done = gpu_check(bare, tmp_path / "out", "--fixtures", FIXTURES)
     assert done.returncode == 3, done.stdout + done.stderr

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or REQUIRE_CUDA),
 # figures are the CPU's bfloat16 ones (test_precision.py); not yet measured on a GPU.
 MAX_SCORE_DIFF = 5e-3
 CLIPES_AGREEMENT = 0.99
-DMAR_AGREEMENT = 0.6
+DMAR_MEAN_AGREEMENT = 0.8  # held on the mean, as on the CPU: DMAR's near-ties (test_precision.py)
 # Host-device copies per frame (tags and a CLIP-ES mask), whatever the number of classes or tags.
 COPIES_PER_FRAME = 24
 
@@ -76,7 +76,7 @@ def test_reduced_precision_on_cuda_against_fp32(precision, cuda32, text_cache_di
     assert deviation.same_tags == deviation.images == len(images)
     assert deviation.max_score_diff <= MAX_SCORE_DIFF
     assert deviation.min_agreement("clipes", [ILL_CONDITIONED_FOR_CLIPES]) >= CLIPES_AGREEMENT
-    assert deviation.min_agreement("dmar") >= DMAR_AGREEMENT
+    assert deviation.mean_agreement("dmar") >= DMAR_MEAN_AGREEMENT
 
 
 def copies_per_frame(run) -> int:

@@ -190,12 +190,21 @@ def test_gpu_that_torch_uses_is_no_problem(report, tmp_path):
     assert find_problems(machine) == []
 
 
-def test_open_clip_not_importable_is_a_problem(monkeypatch):
+def test_missing_open_clip_is_named_with_both_ways_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # `import open_clip` now fails
     broken = gather()
     assert broken.open_clip_version is None and "open_clip" in broken.open_clip_error
-    assert broken.network is None
+    assert broken.network is None and broken.missing_packages == ["open_clip_torch"]
     [problem] = [p for p in broken.problems if "open_clip" in p]
+    assert problem.startswith("Missing Python packages: open_clip_torch:")
+    assert "requirements/core.txt" in problem and "scripts/fetch_wheels.sh" in problem
+    assert "scripts/gpu_check.sh" in problem and one_sentence(problem)
+
+
+def test_open_clip_installed_but_failing_to_import_is_a_problem(monkeypatch):
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    monkeypatch.setattr("tagclip_ros.core.doctor.missing_packages", lambda: [])  # installed, broken
+    [problem] = [p for p in gather().problems if "open_clip" in p]
     assert problem.startswith("open_clip is not importable") and "requirements/core.txt" in problem
     assert one_sentence(problem)
 
