@@ -51,10 +51,11 @@ from tqdm import tqdm
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tagclip_ros.core import TagClipSettings, TextFeatureCache, load_model, load_vocabulary  # noqa: E402
+from tagclip_ros.core import TextFeatureCache, load_model  # noqa: E402
 from tagclip_ros.core.device import resolve_device  # noqa: E402
 from tagclip_ros.core.pipeline import Perceived, Perception  # noqa: E402
 from tagclip_ros.core.profile import STAGES  # noqa: E402
+from tagclip_ros.core.profiles import PROFILES  # noqa: E402
 from results_io import save_results  # noqa: E402
 from stages import (deviation, device_name, median_timing, parse_precisions, precision_refusal,  # noqa: E402
                     random_vit_b16, software, tags_cell, timed_frame)
@@ -149,8 +150,7 @@ def measure_precision(precision: str, weights: str, cache_dir: str, image: Image
                       plan: Plan, progress: tqdm) -> tuple[list[dict], dict]:
     """Every (size, work) row of one precision, and its last results for the deviation table."""
     loaded = load_model(weights=weights, device=str(plan.device), precision=precision)
-    perception = Perception(loaded, load_vocabulary("voc"), TagClipSettings(),
-                            text_cache=TextFeatureCache(loaded, cache_dir))
+    perception = Perception.for_profile(loaded, PROFILES["voc"], TextFeatureCache(loaded, cache_dir))
     with torch.no_grad():
         for method in WORKS.values():  # first calls: kernels picked, caches filled
             timed_frame(perception, resized(image, 224, 224), method)

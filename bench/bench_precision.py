@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/bench_precision.py [--device cpu|cuda] [--out bench/results/precision]
 
-Loads the reference checkpoint (../shared/fixtures/reference, or $TAGCLIP_FIXTURES/reference) in float32 and in each reduced
-precision the device runs (the CPU: bf16; CUDA: fp16, and bf16 from compute capability 8.0),
-on the same device, and measures with core/deviation.py, per vocabulary (VOC, COCO) over the
-five fixture images: the largest score difference, how many images got the same tags, and the
+Loads the reference checkpoint (../shared/fixtures/reference, or $TAGCLIP_FIXTURES/reference)
+in float32 and in each reduced precision the device runs (the CPU: bf16; CUDA: fp16, and bf16
+from compute capability 8.0), on the same device, and measures with core/deviation.py, per
+dataset profile (VOC, COCO; --vocabularies, --images narrow it) over the five fixture images: the largest score difference, how many images got the same tags, and the
 share of equal label-mask pixels (CLIP-ES and DMAR masks) on images with the same tags.
 """
 from __future__ import annotations
@@ -19,9 +19,10 @@ from tqdm import tqdm
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tagclip_ros.core import load_model, load_vocabulary, read_image  # noqa: E402
+from tagclip_ros.core import load_model, read_image  # noqa: E402
 from tagclip_ros.core.deviation import Deviation, measure  # noqa: E402
 from tagclip_ros.core.device import resolve_device, resolve_precision  # noqa: E402
+from tagclip_ros.core.profiles import resolve_profile  # noqa: E402
 from fixture_paths import IMAGES, WEIGHTS  # noqa: E402
 from results_io import save_results  # noqa: E402
 
@@ -50,7 +51,7 @@ def run(device: str, cache_dir: str | None, vocabularies: list[str], limit: int 
     jobs = [(p, v) for p in usable_precisions(device) for v in vocabularies]
     for precision, vocabulary in tqdm(jobs, desc="precision x vocabulary"):
         other = load_model(weights=WEIGHTS, device=device, precision=precision)
-        deviation = measure(reference, other, load_vocabulary(vocabulary), images, cache_dir)
+        deviation = measure(reference, other, resolve_profile(vocabulary), images, cache_dir)
         rows.append({"precision": precision, "vocabulary": vocabulary, **deviation.as_dict(),
                      "clipes": agreement(deviation, "clipes", [ILL_CONDITIONED]),
                      "dmar": agreement(deviation, "dmar")})

@@ -100,7 +100,8 @@ def plan_steps(device: str, quick: bool, out: str, work: str) -> list[Step]:
         Step("precision", "precision against fp32 (bench/bench_precision.py)",
              [py, "bench/bench_precision.py", "--device", device,
               "--out", os.path.join(work, "precision"), "--cache-dir", os.path.join(work, "text")]
-             + (CPU_PRECISION_ARGS if device == "cpu" else []), limits["precision"], results=os.path.join(work, "precision.json")),
+             + (CPU_PRECISION_ARGS if device == "cpu" else []), limits["precision"],
+             results=os.path.join(work, "precision.json")),
     ]
 
 
@@ -222,8 +223,8 @@ def summary(steps: list[Step], out: str, work: str, device: str, quick: bool,
     cases = test_cases(os.path.join(out, "tests.xml"))
     goals = goal_rows(bench, cases, device)
     lines = [f"# GPU check, {time.strftime('%Y-%m-%d %H:%M')}{' (--quick)' if quick else ''}", ""]
-    lines += machine_lines(doctor, bench, device) + [f"- wall time: {wall_s:.0f} s", "", "## Goals", "",
-                                                      "| goal | figure | verdict |", "|---|---|---|"]
+    lines += machine_lines(doctor, bench, device) + [f"- wall time: {wall_s:.0f} s", ""]
+    lines += ["## Goals", "", "| goal | figure | verdict |", "|---|---|---|"]
     lines += [f"| {g} | {v} | **{r}** |" for g, v, r in goals]
     lines += ["", "## Steps", "", "| step | status | seconds | log |", "|---|---|---|---|"]
     lines += [f"| {s.title} | {s.status()} | {s.seconds:.0f} | `{s.name}.log` |" for s in steps]
@@ -244,7 +245,8 @@ def machine_lines(doctor: dict | None, bench: dict | None, device: str) -> list[
         return ["- machine: doctor produced no report (doctor.log)"]
     gpus = [f"{d['name']} (compute {'.'.join(map(str, d['capability']))}, "
             f"{d['total_memory'] / 2 ** 30:.0f} GiB)" for d in doctor["cuda_devices"]]
-    lines = [f"- device: {device}; GPU: {', '.join(gpus) or 'none usable'}; driver {driver_version() or 'unknown'}",
+    lines = [f"- device: {device}; GPU: {', '.join(gpus) or 'none usable'}; "
+             f"driver {driver_version() or 'unknown'}",
              f"- torch {doctor['torch_version']} (CUDA {doctor['torch_cuda'] or 'none'}, cuDNN "
              f"{doctor['cudnn'] or 'none'}), torchvision {doctor['torchvision_version']}, open_clip "
              f"{doctor['open_clip_version']}, Python {doctor['python']} ({doctor['machine']})"]

@@ -6,9 +6,8 @@ import os
 
 from tqdm import tqdm
 
-from ..core import load_vocabulary
 from ..core.pipeline import SEGMENTATION_METHODS
-from .common import EXIT_SOME_FAILED, add_model_arguments, build_perception, report
+from .common import EXIT_SOME_FAILED, add_model_arguments, build_perception, profile_from, report
 
 HELP = "tag the image topics of a rosbag2 (mcap or sqlite3) into a copy of it"
 DESCRIPTION = ("Writes OUT, a rosbag2 in IN's storage format holding every message of IN "
@@ -49,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ValueError(f"tagclip bag needs ROS 2 Python and this package's messages ({exc}); "
                          "source your ROS 2 workspace, or `. scripts/ros_env.sh .venv install`") from None
-    vocabulary = load_vocabulary(args.vocab, args.background)
-    perception = build_perception(args, vocabulary)
+    perception = build_perception(args, profile_from(args))
     options = BagOptions(None if args.no_masks else args.method, args.overlay, args.topics)
     bars: list[tqdm] = []  # made once the image topics are known, so errors come alone
 

@@ -12,10 +12,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core import (ImageError, LoadedModel, TagClip, TagClipSettings, TagResult, TextFeatureCache,
-                    Vocabulary, default_cache_dir, load_model, load_vocabulary, read_image)
+                    default_cache_dir, load_model, read_image)
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE, check_max_side, downscale_note, image_files
 from ..core.pipeline import Perception
+from ..core.profiles import PROFILES, DatasetProfile, affinity_start, resolve_profile
 from . import EXIT_USAGE  # noqa: F401 (the verbs take it from here)
 
 PROGRESS_MIN_IMAGES = 5
@@ -37,15 +38,46 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="compile the fixed-shape passes (torch.compile, CUDA graphs on a GPU)")
     group.add_argument("--cache-dir", default=default_cache_dir(),
                        help="text-feature cache folder ('' keeps it in memory only)")
-    vocab = parser.add_argument_group("vocabulary")
-    vocab.add_argument("--vocab", default="voc", help="voc, coco, a names file, or 'a,b,c'")
+    vocab = parser.add_argument_group("vocabulary and its settings (default: the profile's)")
+    add_vocab_argument(vocab)
     vocab.add_argument("--background", default=None,
                        help="background names (voc, coco, file or 'a,b'); default: the vocabulary's")
-    vocab.add_argument("--threshold", type=float, default=0.5, help="relative tag threshold")
+    vocab.add_argument("--threshold", type=unit_interval, default=None,
+                       help="relative tag threshold (profiles: 0.5; cocostuff 0.1)")
+    vocab.add_argument("--candidate-threshold", type=unit_interval, default=None,
+                       help="relative threshold for CWR candidates (profiles: 0.5; cocostuff 0.1)")
+    vocab.add_argument("--affinity-blocks", type=positive_int, default=None, metavar="N",
+                       help="DMAR's affinity averages the N blocks before the last (profiles: 3; "
+                            "cocostuff: all)")
     group.add_argument("--max-input-side", type=max_input_side, default=DEFAULT_MAX_INPUT_SIDE,
                        metavar="PX", help="images whose longer side exceeds PX pixels are "
                        "downscaled for the model (masks keep the image's size); bounds memory "
                        f"per image (default {DEFAULT_MAX_INPUT_SIDE}; 0: always native size)")
+
+
+def add_vocab_argument(parser: argparse._ActionsContainer) -> None:
+    """--vocab: a dataset profile or a vocabulary of one's own."""
+    parser.add_argument("--vocab", default="voc",
+                        help=f"dataset profile ({', '.join(PROFILES)}: classes, background and "
+                        "settings of the paper's benchmark), a names file, or 'a,b,c'")
+
+
+def unit_interval(text: str) -> float:
+    """A threshold option: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count option: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
 
 
 def max_input_side(text: str) -> int | None:
@@ -58,9 +90,22 @@ def max_input_side(text: str) -> int | None:
             f"expected a number of pixels (0: no limit), not {text!r}") from None
 
 
-def tag_settings(args: argparse.Namespace) -> TagClipSettings:
-    """TagCLIP settings from parsed arguments (threshold and input limit)."""
-    return TagClipSettings(tag_threshold=args.threshold, max_input_side=args.max_input_side)
+def profile_from(args: argparse.Namespace) -> DatasetProfile:
+    """The dataset profile --vocab names (or a custom one), with --background's names."""
+    return resolve_profile(args.vocab, args.background)
+
+
+def tag_overrides(args: argparse.Namespace) -> dict:
+    """The TagCLIP settings given on the command line (None: the profile's)."""
+    blocks = args.affinity_blocks
+    return {"tag_threshold": args.threshold, "candidate_threshold": args.candidate_threshold,
+            "affinity_start": None if blocks is None else affinity_start(blocks),
+            "max_input_side": args.max_input_side}
+
+
+def tag_settings(args: argparse.Namespace, profile: DatasetProfile) -> TagClipSettings:
+    """TagCLIP settings: the profile's, with the command line's overrides."""
+    return profile.tag_settings(**tag_overrides(args))
 
 
 def load_model_from(args: argparse.Namespace) -> tuple[LoadedModel, TextFeatureCache]:
@@ -70,18 +115,18 @@ def load_model_from(args: argparse.Namespace) -> tuple[LoadedModel, TextFeatureC
     return loaded, TextFeatureCache(loaded, args.cache_dir or None)
 
 
-def build_classifier(args: argparse.Namespace, vocabulary: Vocabulary | None = None) -> TagClip:
-    """Model, vocabulary and TagCLIP from parsed arguments (raises ValueError/WeightsError)."""
-    vocabulary = vocabulary or load_vocabulary(args.vocab, args.background)
+def build_classifier(args: argparse.Namespace, profile: DatasetProfile | None = None) -> TagClip:
+    """Model, profile and TagCLIP from parsed arguments (raises ValueError/WeightsError)."""
+    profile = profile or profile_from(args)
     loaded, cache = load_model_from(args)
-    return TagClip(loaded, vocabulary, tag_settings(args), cache)
+    return TagClip(loaded, profile.vocabulary, tag_settings(args, profile), cache)
 
 
-def build_perception(args: argparse.Namespace, vocabulary: Vocabulary) -> Perception:
-    """Model, TagCLIP and CLIP-ES over `vocabulary` from parsed arguments, for the verbs that
+def build_perception(args: argparse.Namespace, profile: DatasetProfile) -> Perception:
+    """Model, TagCLIP and CLIP-ES over the profile from parsed arguments, for the verbs that
     classify and then segment (raises WeightsError)."""
     loaded, cache = load_model_from(args)
-    return Perception(loaded, vocabulary, tag_settings(args), text_cache=cache)
+    return Perception.for_profile(loaded, profile, cache, tag_overrides(args))
 
 
 def expand_images(paths: Sequence[str]) -> list[str]:

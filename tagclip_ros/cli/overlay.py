@@ -7,13 +7,13 @@ import os
 
 from tqdm import tqdm
 
-from ..core import Vocabulary, load_vocabulary
 from ..core import dataset
 from ..core.dataset import SplitEntry
 from ..core.overlay import render_overlay
 from ..core.pipeline import SEGMENTATION_METHODS
-from .common import (add_model_arguments, build_perception, expand_images, finish, read_each,
-                     report_skipped)
+from ..core.profiles import DatasetProfile
+from .common import (add_model_arguments, build_perception, expand_images, finish, profile_from,
+                     read_each, report_skipped)
 
 HELP = "pictures: masks and tags drawn on the images"
 DESCRIPTION = ("Writes OUT/<stem>_overlay.png for each image: its label mask tinted in and its "
@@ -36,7 +36,7 @@ def overlay_path(out_dir: str, entry: SplitEntry) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    vocabulary = load_vocabulary(args.vocab, args.background)
+    profile = profile_from(args)
     images = expand_images(args.images)
     items = list(zip(images, dataset.stems_of(images)))
     dataset.remove_stale_partials(overlay_path(args.out, entry) for _, entry in items)
@@ -45,15 +45,15 @@ def run(args: argparse.Namespace) -> int:
     report_skipped(skipped, len(items), args.out)
     failures: list[str] = []
     if todo:  # a finished run needs no model
-        draw_overlays(args, vocabulary, todo, failures)
+        draw_overlays(args, profile, todo, failures)
     return finish(len(failures), len(images))
 
 
-def draw_overlays(args: argparse.Namespace, vocabulary: Vocabulary,
+def draw_overlays(args: argparse.Namespace, profile: DatasetProfile,
                   todo: list[tuple[str, SplitEntry]], failures: list[str]) -> None:
     """Classify and segment each image and write its picture; unreadable images are reported
     and added to `failures`."""
-    perception = build_perception(args, vocabulary)
+    perception = build_perception(args, profile)
     for (path, entry), rgb in read_each(todo, lambda item: item[0], "overlay", failures):
         perceived = perception.run(rgb, args.method)
         captions = [(t.class_id, f"{t.label} {t.score:.2f}") for t in perceived.tags.tags]

@@ -6,18 +6,20 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..core import TagClip, Vocabulary, load_vocabulary
-from ..core import dataset
+from ..core import TagClip, dataset
 from ..core.crf import CrfSettings, crf_label_mask, require_crf
 from ..core.dataset import SplitEntry
-from ..core.pipeline import SEGMENTATION_METHODS
+from ..core.pipeline import SEGMENTATION_METHODS, profile_settings
+from ..core.profiles import DatasetProfile
 from ..core.segment import ClipEsSegmenter, Segmentation, SegmentationSettings, dmar_segment
-from .common import (add_model_arguments, add_split_arguments, finish, load_model_from, read_each,
-                     report, report_skipped, tag_settings)
+from .common import (add_model_arguments, add_split_arguments, finish, load_model_from, profile_from,
+                     read_each, report, report_skipped, tag_overrides)
 
 HELP = "label-mask PNGs for the tags of a tag file"
 DESCRIPTION = ("Writes OUT/<stem>.png (palette PNG: 0 background, class id + 1) for the "
-               "tags on each line of the tag file (e.g. from `tagclip tag`). A line "
+               "tags on each line of the tag file (e.g. from `tagclip tag`; class ids are "
+               "0-based indices into the vocabulary, cocostuff's 171 classes included; "
+               "cocostuff masks have no background: every pixel gets a tag). A line "
                "without tags gets an all-background mask (and, with --save-cams, a CAM "
                "file with no maps), so evaluation still counts it. Images whose outputs "
                "are all complete are skipped unless --overwrite, so a killed run resumes.")
@@ -39,15 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 Segmenter = Callable[[np.ndarray, list[int]], Segmentation]
 
 
-def build_segmenter(args: argparse.Namespace, vocabulary: Vocabulary,
-                    settings: SegmentationSettings) -> Segmenter:
-    """A function (rgb, class ids) → Segmentation by the chosen method. CLIP-ES needs no
-    TagCLIP (and so no 85-template text features); DMAR classifies to get its maps."""
+def build_segmenter(args: argparse.Namespace,
+                    profile: DatasetProfile) -> tuple[Segmenter, SegmentationSettings]:
+    """A function (rgb, class ids) → Segmentation by the chosen method, and its settings.
+    CLIP-ES needs no TagCLIP (and so no 85-template text features); DMAR classifies to get
+    its maps."""
+    tag, settings = profile_settings(profile, tag_overrides(args))
     loaded, cache = load_model_from(args)
     if args.method == "clipes":
-        return ClipEsSegmenter(loaded, vocabulary, settings, cache).segment
-    tagger = TagClip(loaded, vocabulary, tag_settings(args), cache)
-    return lambda rgb, ids: dmar_segment(tagger.classify(rgb), rgb.shape[:2], settings, ids)
+        return ClipEsSegmenter(loaded, profile.vocabulary, settings, cache).segment, settings
+    tagger = TagClip(loaded, profile.vocabulary, tag, cache)
+    return lambda rgb, ids: dmar_segment(tagger.classify(rgb), rgb.shape[:2], settings, ids), settings
 
 
 def segment_image(rgb: np.ndarray, ids: list[int], segmenter: Segmenter,
@@ -75,11 +79,14 @@ def segment_inputs(args: argparse.Namespace, num_classes: int) -> list[SplitEntr
 
 
 def run(args: argparse.Namespace) -> int:
-    vocabulary = load_vocabulary(args.vocab, args.background)
-    dataset.check_mask_classes(len(vocabulary.classes))
+    profile = profile_from(args)
+    dataset.check_mask_classes(len(profile.vocabulary.classes))
     if args.crf:
+        if not profile.background_channel:
+            raise ValueError(f"--crf is not available for {args.vocab}, whose masks have no "
+                             "background channel; run without --crf")
         require_crf()
-    entries = segment_inputs(args, len(vocabulary.classes))
+    entries = segment_inputs(args, len(profile.vocabulary.classes))
 
     def outputs(entry: SplitEntry) -> list[str]:
         return dataset.segment_outputs(args.out, entry.stem, args.save_cams)
@@ -88,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     todo, skipped = dataset.split_done(entries, lambda e: dataset.outputs_complete(outputs(e)),
                                        args.overwrite)
     report_skipped(skipped, len(entries), args.out)
-    settings = SegmentationSettings(max_input_side=args.max_input_side)
-    segmenter = build_segmenter(args, vocabulary, settings) if todo else None
+    segmenter, settings = build_segmenter(args, profile) if todo else (None, None)
     failures: list[str] = []
     for entry, rgb in read_each(todo, lambda e: dataset.image_path(args.img_root, e.stem, args.ext),
                                 "segment", failures):

@@ -3,15 +3,16 @@ with the paper's metrics."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import numpy as np
 
-from ..core import TagClip, Vocabulary, load_vocabulary
-from ..core import dataset, metrics
+from ..core import TagClip, dataset, metrics
 from ..core.dataset import SplitEntry
+from ..core.profiles import DatasetProfile
 from .common import (add_model_arguments, add_split_arguments, build_classifier, classify_each,
-                     expand_images, finish, report, report_skipped)
+                     expand_images, finish, profile_from, report, report_skipped, tag_settings)
 
 HELP = "write a tag file ('stem id id ...') for a split or images"
 DESCRIPTION = ("Tags every image into a tag file in the official classify.py format "
@@ -27,18 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_split_arguments(parser, required=False)
     parser.add_argument("--out", required=True, help="tag file to write (resumed if it exists)")
     parser.add_argument("--eval", action="store_true",
-                        help="mAP and F1/P/R against the split's label ids, with per-class tables")
+                        help="mAP and F1/P/R against the split's label ids, with per-class tables "
+                             "(cocostuff: 0-based 182-ids, mapped to its 171 classes)")
     add_model_arguments(parser)
 
 
-def tag_inputs(args: argparse.Namespace, num_classes: int) -> list[tuple[SplitEntry, str]]:
-    """(entry, image path) for every image to tag: the split's lines, or the given images."""
+def tag_inputs(args: argparse.Namespace, num_ids: int) -> list[tuple[SplitEntry, str]]:
+    """(entry, image path) for every image to tag: the split's lines (ids below `num_ids`), or
+    the given images."""
     if args.split and args.images:
         raise ValueError("give either --split (with --img-root) or image paths, not both")
     if args.split:
         if not args.img_root:
             raise ValueError("--split needs --img-root, the folder that holds <stem>" + args.ext)
-        entries = dataset.read_split(args.split, num_classes)
+        entries = dataset.read_split(args.split, num_ids)
         return [(e, dataset.image_path(args.img_root, e.stem, args.ext)) for e in entries]
     if args.eval:
         raise ValueError("--eval needs --split: the split file's label ids are the ground truth")
@@ -86,10 +89,11 @@ def tag_images(classifier: TagClip, todo: list[tuple[SplitEntry, str]], out: str
 
 
 def run(args: argparse.Namespace) -> int:
-    vocabulary = load_vocabulary(args.vocab, args.background)
-    inputs = tag_inputs(args, len(vocabulary.classes))
+    profile = profile_from(args)
+    num_classes = len(profile.vocabulary.classes)
+    inputs = tag_inputs(args, profile.gt_tag_ids or num_classes)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    old_tags, old_scores = resume_tag_file(args.out, len(vocabulary.classes))
+    old_tags, old_scores = resume_tag_file(args.out, num_classes)
     todo, skipped = dataset.split_done(
         inputs, lambda item: tagged(item[0].stem, old_tags, old_scores), args.overwrite)
     report_skipped(skipped, len(inputs), args.out)
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     new_scores: dict = {}
     failed = 0
     if todo:
-        failed = tag_images(build_classifier(args, vocabulary), todo, args.out, new_tags, new_scores)
+        failed = tag_images(build_classifier(args, profile), todo, args.out, new_tags, new_scores)
     order = [e.stem for e, _ in inputs]
     tags = dataset.merge_in_order(order, new_tags, old_tags)
     scores = dataset.merge_in_order(order, new_scores, old_scores)
@@ -105,15 +109,18 @@ def run(args: argparse.Namespace) -> int:
     dataset.write_scores(dataset.scores_path(args.out), scores)
     print(f"{args.out}: tagged {len(new_tags)} images, {skipped} already tagged")
     if args.eval:
-        evaluate_tags([e for e, _ in inputs], scores, vocabulary, args.threshold)
+        evaluate_tags([e for e, _ in inputs], scores, profile, tag_settings(args, profile).tag_threshold)
     return finish(failed, len(inputs))
 
 
-def evaluate_tags(entries: list[SplitEntry], scores: dict, vocabulary: Vocabulary,
+def evaluate_tags(entries: list[SplitEntry], scores: dict, profile: DatasetProfile,
                   factor: float) -> None:
     """Print mAP and F1/P/R at the relative threshold (official protocols) with per-class
-    tables, over the images of `entries` that have scores."""
-    have = [e for e in entries if e.stem in scores and len(scores[e.stem]) == len(vocabulary.classes)]
+    tables, over the images of `entries` that have scores; the entries' ids are the profile's
+    ground-truth ids (COCO-Stuff's 182-ids become its 171 classes)."""
+    vocabulary = profile.vocabulary
+    have = [dataclasses.replace(e, labels=tuple(profile.tag_ground_truth(e.labels)))
+            for e in entries if e.stem in scores and len(scores[e.stem]) == len(vocabulary.classes)]
     if len(have) < len(entries):
         report(f"evaluating {len(have)} of {len(entries)} images: the others have no scores "
                f"for this vocabulary (unreadable, or tagged by another run: --overwrite redoes them)")

@@ -15,7 +15,7 @@ _EXPORTS = {
     "LoadedModel": "loading", "WeightsError": "loading", "load_model": "loading",
     "Tag": "tagclip", "TagClip": "tagclip", "TagClipSettings": "tagclip", "TagResult": "tagclip",
     "TextFeatureCache": "text", "default_cache_dir": "text",
-    "BUILTIN": "vocab", "Vocabulary": "vocab", "load_vocabulary": "vocab",
+    "Vocabulary": "vocab", "BUILTIN": "profiles", "load_vocabulary": "profiles",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,10 +15,10 @@ import numpy as np
 
 from .loading import LoadedModel
 from .pipeline import Perception
+from .profiles import DatasetProfile
 from .segment import dmar_segment
-from .tagclip import TagClipSettings, TagResult
+from .tagclip import TagResult
 from .text import TextFeatureCache
-from .vocab import Vocabulary
 
 METHODS = ("clipes", "dmar")
 
@@ -82,13 +82,13 @@ def outcome(perception: Perception, rgb: np.ndarray, methods: Iterable[str] = ME
     return Outcome(perceived.tags, masks)
 
 
-def measure(reference: LoadedModel, other: LoadedModel, vocabulary: Vocabulary,
+def measure(reference: LoadedModel, other: LoadedModel, profile: DatasetProfile,
             images: Mapping[str, np.ndarray], cache_dir: str | None = None,
-            settings: TagClipSettings = TagClipSettings(),
             methods: Iterable[str] = METHODS) -> Deviation:
-    """The deviation of `other` from `reference` on RGB `images` (by name) over `vocabulary`."""
+    """The deviation of `other` from `reference` on RGB `images` (by name) over a dataset
+    profile (its vocabulary and settings)."""
     methods = tuple(methods)
-    perceptions = [Perception(m, vocabulary, settings, text_cache=TextFeatureCache(m, cache_dir))
+    perceptions = [Perception.for_profile(m, profile, TextFeatureCache(m, cache_dir))
                    for m in (reference, other)]
     deviation = Deviation()
     for name, rgb in images.items():

@@ -7,7 +7,6 @@ the whole image and masks come back at its size.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import numpy as np
 from .image import model_input_size
 from .loading import LoadedModel
 from .profile import NO_TIMER, StageTimer
+from .profiles import DatasetProfile
 from .segment import ClipEsSegmenter, Segmentation, SegmentationSettings, Trunk, dmar_segment
 from .tagclip import TagClip, TagClipSettings, TagResult
 from .text import TextFeatureCache
@@ -52,20 +52,29 @@ class Perception:
     def vocabulary(self) -> Vocabulary:
         return self.tagger.vocabulary
 
+    @classmethod
+    def for_profile(cls, loaded: LoadedModel, profile: DatasetProfile,
+                    text_cache: TextFeatureCache | None = None, tag_overrides: dict | None = None,
+                    segmentation_overrides: dict | None = None) -> Perception:
+        """Perception over a dataset profile: its vocabulary and both stages' settings, with
+        overrides of each (`profile_settings`)."""
+        tag_settings, segmentation_settings = profile_settings(profile, tag_overrides,
+                                                               segmentation_overrides)
+        return cls(loaded, profile.vocabulary, tag_settings, segmentation_settings, text_cache)
+
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:
         """Switch both stages to `vocabulary`; only names never encoded before cost time."""
         self.tagger.set_vocabulary(vocabulary)
         self.segmenter.set_vocabulary(vocabulary)
 
-    def update(self, tag_threshold: float | None = None,
-               background_power: float | None = None) -> None:
-        """Change the runtime knobs; the next frame uses them (settings are replaced whole)."""
-        if tag_threshold is not None:
-            self.tagger.settings = dataclasses.replace(self.tagger.settings,
-                                                       tag_threshold=tag_threshold)
-        if background_power is not None:
-            self.segmenter.settings = dataclasses.replace(self.segmenter.settings,
-                                                          background_power=background_power)
+    def set_profile(self, profile: DatasetProfile, tag_overrides: dict | None = None,
+                    segmentation_overrides: dict | None = None) -> None:
+        """Switch to a dataset profile's vocabulary and settings together (as `for_profile`);
+        call it between frames (the node does, on its inference thread). Only names never
+        encoded before cost time."""
+        self.tagger.settings, self.segmenter.settings = profile_settings(
+            profile, tag_overrides, segmentation_overrides)
+        self.set_vocabulary(profile.vocabulary)
 
     def model_input_size(self, height: int, width: int) -> tuple[int, int]:
         """The size TagCLIP feeds the model for a height × width image."""
@@ -102,3 +111,15 @@ class Perception:
             with timer.stage("dmar_masks"):
                 segmented = dmar_segment(result, rgb.shape[:2], self.segmenter.settings)
         return Perceived(result, segmented, time.perf_counter() - start)
+
+
+def profile_settings(profile: DatasetProfile, tag_overrides: dict | None = None,
+                     segmentation_overrides: dict | None = None
+                     ) -> tuple[TagClipSettings, SegmentationSettings]:
+    """Both stages' settings for `profile` with the overrides of each (see
+    `DatasetProfile.tag_settings`); CLIP-ES takes TagCLIP's `max_input_side` unless given its own,
+    so that one limit governs the frame."""
+    tag = profile.tag_settings(**(tag_overrides or {}))
+    segmentation = profile.segmentation_settings(
+        **{"max_input_side": tag.max_input_side, **(segmentation_overrides or {})})
+    return tag, segmentation

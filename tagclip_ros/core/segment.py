@@ -76,8 +76,10 @@ class SegmentationSettings:
     background_power: float = 1.0   # background score = (1 − max CAM) ** background_power
     box_threshold: float = 0.4      # CAM level (relative to its max) whose boxes mask the affinity
     background: tuple[str, ...] | None = None  # None: the vocabulary's, else CLIPES_BACKGROUND
+    background_channel: bool = True  # False (COCO-Stuff): masks have no background, see label_mask
     templates: str | tuple[str, ...] = "clipes"  # "a clean origami {}."
     affinity_start: int = -8        # affinity = mean attention of blocks[affinity_start:-1]
+    affinity_last_block: bool = False  # COCO's CLIP-ES: blocks[affinity_start:], the last too
     round_weights_fp16: bool = True  # use the weights as CLIP-ES's loader leaves them (clipes_model)
     max_input_side: int | None = DEFAULT_MAX_INPUT_SIDE  # larger images are downscaled; None: never
 
@@ -92,6 +94,11 @@ class SegmentationSettings:
         if self.background is not None:
             validate_names(tuple(self.background), "background", allow_empty=True)
         check_max_side(self.max_input_side)
+
+    @property
+    def mask_background_power(self) -> float | None:
+        """The label-mask rule's background exponent; None when masks have no background."""
+        return self.background_power if self.background_channel else None
 
 
 @dataclass
@@ -121,13 +128,16 @@ class Segmentation:
         return upsample_maps(self.grid_maps, self.mask.shape)
 
 
-def label_mask(cams: np.ndarray, class_indices: Sequence[int], background_power: float) -> np.ndarray:
+def label_mask(cams: np.ndarray, class_indices: Sequence[int],
+               background_power: float | None) -> np.ndarray:
     """Label mask from per-tag maps (tags, H, W) in [0, 1], by the paper's evaluation rule
     (CLIP-ES `eval_cam.py` over the float16 maps the official pipeline stores): the maps are
     rounded to CAM_STORAGE_DTYPE, the background scores (1 − max over tags) ** background_power
     in that precision, and each pixel takes the best of [background, tags in ascending class
     order], ties going to the first. The value is 0 for background, else the class index + 1.
-    Rounding decides near-ties: two tags with near-identical maps split many pixels otherwise."""
+    Rounding decides near-ties: two tags with near-identical maps split many pixels otherwise.
+    `background_power` None is COCO-Stuff's rule (`eval_cam_cocostuff.py`): no background
+    channel, every pixel takes its best tag."""
     cams = np.asarray(cams)
     if cams.ndim != 3 or cams.shape[0] != len(class_indices):
         raise ValueError(f"cams of shape {cams.shape} do not hold one map per class "
@@ -136,7 +146,7 @@ def label_mask(cams: np.ndarray, class_indices: Sequence[int], background_power:
 
 
 def label_mask_of(cam: Callable[[int], np.ndarray], class_indices: Sequence[int],
-                  image_hw: tuple[int, int], background_power: float) -> np.ndarray:
+                  image_hw: tuple[int, int], background_power: float | None) -> np.ndarray:
     """`label_mask` of the maps `cam(i)` (H, W) for i in range(len(class_indices)), fetched
     one at a time straight into the float16 scores, and the rule applied band by band of
     rows (a per-pixel rule, so the same mask): the memory is 2 bytes per pixel and tag, plus
@@ -149,7 +159,8 @@ def label_mask_of(cam: Callable[[int], np.ndarray], class_indices: Sequence[int]
     mask = np.empty(image_hw, np.uint16)
     for top in range(0, image_hw[0], MASK_BAND_ROWS):
         band = scores[:, top:top + MASK_BAND_ROWS]
-        band[0] = background_scores(band[1:], background_power)
+        band[0] = (background_scores(band[1:], background_power) if background_power is not None
+                   else -np.inf)  # never wins: every pixel takes a tag
         mask[top:top + MASK_BAND_ROWS] = mask_values(np.argmax(band, axis=0), ordered)
     return mask
 
@@ -201,7 +212,7 @@ def upsample_maps(small: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
 
 
 def segmentation_of(maps: torch.Tensor, grid: tuple[int, int], class_indices: list[int],
-                    image_hw: tuple[int, int], background_power: float) -> Segmentation:
+                    image_hw: tuple[int, int], background_power: float | None) -> Segmentation:
     """The Segmentation of normalised patch-grid maps (tags, patches): the label mask of the
     maps upsampled to `image_hw`, one map at a time (see `label_mask_of`)."""
     small = grid_maps(maps, grid)
@@ -362,7 +373,7 @@ class ClipEsSegmenter:
         cams, attention = self.grad_cams(pixels, text, len(indices), trunk=trunk)
         refined = refine_cams(cams, class_aware_affinity(attention), grid, self.settings.box_threshold)
         return segmentation_of(normalise_rows(refined), grid, indices, rgb.shape[:2],
-                               self.settings.background_power)
+                               self.settings.mask_background_power)
 
     def trunk_recorder(self) -> AttentionVote:
         """An attention hook collecting what CLIP-ES needs from another pass's blocks."""
@@ -397,7 +408,19 @@ class ClipEsSegmenter:
             normed = self.vision.blocks[last].ln_1(x)
         gradients = self.tag_gradients(x, normed, text, num_tags, batched)
         cams = grad_cam(normed[0, 1:], gradients[:, 1:], grid)
-        return cams, attention.affinity(min_votes=0)
+        if not self.settings.affinity_last_block:
+            return cams, attention.affinity(min_votes=0)
+        blocks = len(attention.affinity_blocks)
+        return cams, (attention.affinity_sum + self.last_block_attention(x)) / (blocks + 1)
+
+    @torch.no_grad()
+    def last_block_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's head-averaged attention among patches (patches, patches), given
+        its input `x`, as the official COCO CLIP-ES takes it from the pass it differentiates."""
+        last = len(self.vision.blocks) - 1
+        maps: list[torch.Tensor] = []
+        self.vision.run_blocks(x, range(last, last + 1), lambda _, a: maps.append(a[0, 1:, 1:].float()))
+        return maps[0]
 
     def tag_gradients(self, x: torch.Tensor, normed: torch.Tensor, text: torch.Tensor,
                       num_tags: int, batched: bool = True) -> torch.Tensor:
@@ -450,9 +473,9 @@ def dmar_segment(result: TagResult, image_hw: tuple[int, int],
     It costs no forward or backward pass beyond classification (an upsampling and an argmax),
     against a forward and a batched backward pass for `ClipEsSegmenter`; see the module
     docstring for what it gives up. `class_indices` defaults to the result's tags; only
-    `settings.background_power` applies."""
+    `settings.background_power` and `settings.background_channel` apply."""
     if class_indices is None:
         class_indices = [t.index for t in result.tags]
     indices = check_class_indices(class_indices, len(result.vocabulary.classes))
     maps = normalise_rows(result.refined[:, indices].T.float())
-    return segmentation_of(maps, result.grid, indices, image_hw, settings.background_power)
+    return segmentation_of(maps, result.grid, indices, image_hw, settings.mask_background_power)

@@ -2,7 +2,8 @@
 
 A `Vocabulary` is what TagCLIP scores: foreground names (reported, in order; class id i + 1 in
 label masks) and background names (scored so that "sky" or "wall" can win a patch, never
-reported). The built-in `voc` and `coco` sets carry the paper's names and background lists.
+reported). The VOC and COCO name lists below are the paper's; core/profiles.py bundles them, with
+COCO-Stuff's, into the dataset profiles that `load_vocabulary` resolves.
 """
 from __future__ import annotations
 
@@ -112,31 +113,9 @@ def validate_names(names: tuple[str, ...] | list[str], what: str,
         seen.add(name)
 
 
-BUILTIN: dict[str, Vocabulary] = {
-    "voc": Vocabulary(VOC_CLASSES, VOC_BACKGROUND, dict(VOC_SEGMENTATION_NAMES)),
-    "coco": Vocabulary(COCO_CLASSES, COCO_BACKGROUND, dict(COCO_SEGMENTATION_NAMES)),
-}
-
-
 def parse_names(spec: str) -> tuple[str, ...]:
     """Names from a file (one per line) or a comma-separated string."""
     if os.path.isfile(spec):
         with open(spec, encoding="utf-8") as f:
             return tuple(line.strip() for line in f if line.strip() and not line.startswith("#"))
     return tuple(part.strip() for part in spec.split(","))
-
-
-def load_vocabulary(spec: str, background: str | None = None) -> Vocabulary:
-    """A vocabulary from `voc`, `coco`, a names file or "a,b,c"; `background` overrides its
-    background list the same way (an empty string means no background names)."""
-    if spec in BUILTIN:
-        base = BUILTIN[spec]
-    else:
-        base = Vocabulary(parse_names(spec))
-    if background is None:
-        return base
-    if background in BUILTIN:
-        bg = BUILTIN[background].background
-    else:
-        bg = parse_names(background) if background.strip() else ()
-    return Vocabulary(base.classes, bg, base.segmentation_names)

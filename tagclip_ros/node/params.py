@@ -13,9 +13,12 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE
-from ..core.vocab import BUILTIN, VOC_SEGMENTATION_NAMES, Vocabulary
+from ..core.profiles import BUILTIN, PROFILE_ESCAPE, PROFILES, DatasetProfile, affinity_start, select_profile
 
 RUNTIME = "changeable at runtime"
+PROFILE_DEFAULT = -1.0  # a threshold parameter's value that takes the profile's
+PROFILE_PARAMETERS = frozenset({"vocabulary", "background", "tag_threshold", "candidate_threshold",
+                                "affinity_blocks", "segmentation.background_power"})
 CONFIGURE = "read at configure time"
 ACTIVATE = "read at activate time"
 # Parameters naming a file or folder the node reads or writes: nothing on the ROS graph may point
@@ -59,11 +62,18 @@ class ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("vocabulary", list(BUILTIN["voc"].classes), "class names to tag; id i+1 in masks"),
+    ParamSpec("vocabulary", list(BUILTIN["voc"].classes), "class names to tag (id i+1 in masks), "
+              f"or one dataset profile's name ({', '.join(PROFILES)}) selecting its classes, "
+              f"background and settings; ['{PROFILE_ESCAPE}voc'] tags the single class 'voc'"),
     ParamSpec("background", list(BUILTIN["voc"].background),
-              "names scored beside the vocabulary but never reported"),
-    ParamSpec("tag_threshold", 0.5, "relative threshold between an image's lowest and highest "
-              "class score above which a class is a tag", value_range=(0.0, 1.0)),
+              "names scored beside the vocabulary but never reported (a profile brings its own)"),
+    ParamSpec("tag_threshold", PROFILE_DEFAULT, "relative threshold between an image's lowest and "
+              "highest class score above which a class is a tag; -1: the profile's (0.5; "
+              "cocostuff 0.1)", value_range=(-1.0, 1.0)),
+    ParamSpec("candidate_threshold", PROFILE_DEFAULT, "relative threshold for CWR's candidate "
+              "classes; -1: the profile's (0.5; cocostuff 0.1)", value_range=(-1.0, 1.0)),
+    ParamSpec("affinity_blocks", 0, "DMAR's affinity averages this many blocks before the last; "
+              "0: the profile's (3; cocostuff all)", value_range=(0, 64)),
     ParamSpec("segmentation.enabled", True, "publish label_mask (and a tinted overlay)"),
     ParamSpec("segmentation.method", "clipes", "clipes: CLIP-ES Grad-CAM masks (the paper's); "
               "dmar: gradient-free masks from TagCLIP's refined map (faster, coarser)",
@@ -98,11 +108,25 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
 
 
-def vocabulary_from(values: Mapping[str, Any]) -> Vocabulary:
-    """The Vocabulary the `vocabulary` and `background` values describe (ValueError if bad)."""
-    classes = tuple(values["vocabulary"])
-    names = {c: VOC_SEGMENTATION_NAMES[c] for c in classes if c in VOC_SEGMENTATION_NAMES}
-    return Vocabulary(classes, tuple(values["background"]), names)
+def profile_from(values: Mapping[str, Any]) -> DatasetProfile:
+    """The profile the `vocabulary` and `background` values select (ValueError if bad)."""
+    return select_profile(list(values["vocabulary"]), list(values["background"]))
+
+
+def overrides_from(values: Mapping[str, Any]) -> tuple[dict, dict]:
+    """TagCLIP's and CLIP-ES's settings the parameters give over the profile's (None: the
+    profile's), for `Perception.for_profile` / `set_profile`."""
+    max_side = values["max_input_side"] or None
+    tag = {"tag_threshold": threshold(values["tag_threshold"]),
+           "candidate_threshold": threshold(values["candidate_threshold"]),
+           "affinity_start": affinity_start(values["affinity_blocks"]) if values["affinity_blocks"] else None,
+           "max_input_side": max_side}
+    return tag, {"background_power": values["segmentation.background_power"], "max_input_side": max_side}
+
+
+def threshold(value: float) -> float | None:
+    """A threshold parameter's value, None for PROFILE_DEFAULT (the profile's)."""
+    return None if value == PROFILE_DEFAULT else value
 
 
 def rejection_reason(changes: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
@@ -115,9 +139,12 @@ def rejection_reason(changes: Mapping[str, Any], current: Mapping[str, Any]) -> 
             return f"{name} must be one of {', '.join(spec.choices)}, not {value!r}"
         if spec.value_range and not spec.value_range[0] <= value <= spec.value_range[1]:
             return f"{name} must lie in [{spec.value_range[0]}, {spec.value_range[1]}], not {value}"
+        if name in ("tag_threshold", "candidate_threshold") and value != PROFILE_DEFAULT \
+                and not 0.0 <= value <= 1.0:
+            return f"{name} must lie in [0.0, 1.0], or be -1 for the profile's, not {value}"
     if "vocabulary" in changes or "background" in changes:
         try:
-            vocabulary_from({**current, **changes})
+            profile_from({**current, **changes})
         except ValueError as exc:
             return str(exc)
     return None

@@ -24,12 +24,10 @@ from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
 from ..core.device import precision_name
 from ..core.image import downscale_note
 from ..core.pipeline import Perceived, Perception
-from ..core.segment import SegmentationSettings
-from ..core.tagclip import TagClipSettings
 from ..msg import TagArray
 from . import conversions
 from .diagnostics import FrameStats, diagnostic_array
-from .params import PARAMETERS, rejection_reason, vocabulary_from
+from .params import PARAMETERS, PROFILE_PARAMETERS, overrides_from, profile_from, rejection_reason
 from .worker import LatestFrameWorker
 
 try:  # Iron and newer
@@ -88,8 +86,9 @@ class TaggerNode(LifecycleNode):
             self.get_logger().info(f"loaded {loaded.description} on {loaded.device} in "
                                    f"{precision_name(loaded.dtype)}; "
                                    "encoding the vocabulary")
-            self.perception = Perception(loaded, vocabulary_from(self._values()),
-                                         self._tag_settings(), self._segmentation_settings(), cache)
+            values = self._values()
+            self.perception = Perception.for_profile(loaded, profile_from(values), cache,
+                                                     *overrides_from(values))
         except (WeightsError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -163,14 +162,6 @@ class TaggerNode(LifecycleNode):
     def _values(self) -> dict[str, Any]:
         return {spec.name: self.param(spec.name) for spec in PARAMETERS}
 
-    def _tag_settings(self) -> TagClipSettings:
-        return TagClipSettings(tag_threshold=self.param("tag_threshold"),
-                               max_input_side=self.param("max_input_side") or None)
-
-    def _segmentation_settings(self) -> SegmentationSettings:
-        return SegmentationSettings(background_power=self.param("segmentation.background_power"),
-                                    max_input_side=self.param("max_input_side") or None)
-
     def _on_set_parameters(self, parameters: list) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
         reason = rejection_reason(changes, self._values())
@@ -188,17 +179,17 @@ class TaggerNode(LifecycleNode):
         perception = self.perception
         if perception is None:
             return
-        perception.update(changes.get("tag_threshold"), changes.get("segmentation.background_power"))
+        if not PROFILE_PARAMETERS & changes.keys():
+            return
+        profile = profile_from(values)
+        before = perception.tagger.text_cache.encoded_names
+        perception.set_profile(profile, *overrides_from(values))  # vocabulary and settings at once
         if "vocabulary" in changes or "background" in changes:
-            vocabulary = vocabulary_from(values)
-            before = perception.tagger.text_cache.encoded_names
-            perception.set_vocabulary(vocabulary)
             encoded = perception.tagger.text_cache.encoded_names - before
-            self.get_logger().info(f"vocabulary now has {len(vocabulary.classes)} classes "
-                                   f"({encoded} names newly encoded)")
-        if {"vocabulary", "background", "tag_threshold"} & changes.keys() \
-                and self.perception is perception:  # not after cleanup, from a stale thread
-            self._publish_label_info(values["tag_threshold"])
+            self.get_logger().info(f"vocabulary now has {len(profile.vocabulary.classes)} classes "
+                                   f"(profile {profile.name}, {encoded} names newly encoded)")
+        if self.perception is perception:  # not after cleanup, from a stale thread
+            self._publish_label_info()
 
     # ---- frames ----------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -253,14 +244,14 @@ class TaggerNode(LifecycleNode):
                 self.pubs[topic].publish(out)
         return True
 
-    def _publish_label_info(self, threshold: float | None = None) -> None:
+    def _publish_label_info(self) -> None:
         with self._publish_lock:  # never into a publisher that cleanup destroyed
             if self.perception is None or "label_info" not in self.pubs:
                 return
             header = Header(stamp=self.get_clock().now().to_msg())
-            threshold = self.param("tag_threshold") if threshold is None else threshold
+            tagger = self.perception.tagger
             self.pubs["label_info"].publish(
-                conversions.label_info(self.perception.vocabulary, threshold, header))
+                conversions.label_info(tagger.vocabulary, tagger.settings.tag_threshold, header))
 
     def _on_worker_error(self, exc: Exception) -> None:
         self.stats.record_bad(f"{type(exc).__name__}: {exc}")

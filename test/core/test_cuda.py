@@ -14,6 +14,7 @@ from PIL import Image
 
 from tagclip_ros.core import TagClip, TextFeatureCache, load_model, load_vocabulary, read_image
 from tagclip_ros.core.deviation import measure
+from tagclip_ros.core.profiles import PROFILES
 from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.core.segment import ClipEsSegmenter
 
@@ -71,7 +72,7 @@ def test_fp32_clipes_masks_on_cuda_match_the_official_ones(cuda32, text_cache_di
 def test_reduced_precision_on_cuda_against_fp32(precision, cuda32, text_cache_dir):
     low = load_model(weights=WEIGHTS, device="cuda", precision=precision)
     images = {name: read_image(os.path.join(IMAGES, name)) for name in sorted(os.listdir(IMAGES))}
-    deviation = measure(cuda32, low, load_vocabulary("voc"), images, text_cache_dir)
+    deviation = measure(cuda32, low, PROFILES["voc"], images, text_cache_dir)
     print(precision, deviation.as_dict())  # pytest -s: the figures for the README
     assert deviation.same_tags == deviation.images == len(images)
     assert deviation.max_score_diff <= MAX_SCORE_DIFF
@@ -92,8 +93,8 @@ def test_copies_per_frame_do_not_grow_with_classes_or_tags(cuda32, text_cache_di
     rgb = read_image(os.path.join(IMAGES, "rocket.jpg"))
     counts = {}
     for dataset in ("voc", "coco"):
-        perception = Perception(cuda32, load_vocabulary(dataset),
-                                text_cache=TextFeatureCache(cuda32, text_cache_dir))
+        perception = Perception.for_profile(cuda32, PROFILES[dataset],
+                                            TextFeatureCache(cuda32, text_cache_dir))
         perception.run(rgb, "clipes")  # warm-up: text features, tables
         counts[dataset] = copies_per_frame(lambda: perception.run(rgb, "clipes"))
     print(counts)

@@ -10,6 +10,7 @@ import torch
 
 from tagclip_ros.core import TagClip, TextFeatureCache, load_model, load_vocabulary, read_image
 from tagclip_ros.core.deviation import measure
+from tagclip_ros.core.profiles import PROFILES
 from tagclip_ros.core.image import prepare_image
 from tagclip_ros.core.loading import from_model
 from tagclip_ros.core.precision import matmul_weights
@@ -116,7 +117,7 @@ def test_text_features_are_float32_and_shared_by_every_precision(bf16, loaded, t
 
 def test_bf16_against_fp32_on_the_reference_images(bf16, loaded, text_cache_dir):
     images = {name: read_image(os.path.join(IMAGES, name)) for name in sorted(os.listdir(IMAGES))}
-    deviation = measure(loaded, bf16, load_vocabulary("voc"), images, text_cache_dir)
+    deviation = measure(loaded, bf16, PROFILES["voc"], images, text_cache_dir)
     assert deviation.images == len(images) == deviation.same_tags
     assert deviation.max_score_diff <= BF16_MAX_SCORE_DIFF
     assert deviation.min_agreement("clipes", [ILL_CONDITIONED_FOR_CLIPES]) >= BF16_CLIPES_AGREEMENT

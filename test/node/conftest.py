@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import random
+import time
+from collections.abc import Callable
 
 import pytest
 import rclpy
@@ -11,6 +13,8 @@ from vision_msgs.msg import LabelInfo
 from tagclip_ros.node.harness import LATCHED, Client, TaggerProcess, wait_until
 
 STARTUP_S = 240
+ANSWER_S = 60
+RESEND_S = 10  # a first frame unanswered this long is sent again (see answer_for)
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +39,19 @@ def started_tagger(ros: Client, namespace: str, log: str, params: dict) -> Tagge
     wait_until(lambda: info or process.process.poll() is not None, STARTUP_S, "tagger start")
     assert process.process.poll() is None, process.log()
     return process
+
+
+def answer_for(messages: list, stamp, timeout: float = ANSWER_S,
+               resend: Callable[[], object] | None = None):
+    """The first message whose header stamp equals `stamp`. With `resend`, the frame is sent
+    again every RESEND_S until then: a node's first frame can go before its subscription has
+    matched the camera (on a busy machine, discovery is not symmetric)."""
+    sent = [time.monotonic()]
+
+    def find():
+        answer = next((m for m in list(messages) if m.header.stamp == stamp), None)
+        if answer is None and resend is not None and time.monotonic() - sent[0] > RESEND_S:
+            resend()
+            sent[0] = time.monotonic()
+        return answer
+    return wait_until(find, timeout, f"answer for stamp {stamp.sec}.{stamp.nanosec}")

@@ -20,10 +20,11 @@ from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
 from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until
-from tagclip_ros.node.params import vocabulary_from
+from tagclip_ros.node.params import profile_from
 
 from ..conftest import IMAGES, WEIGHTS
 from ..core.test_text import DAMAGE, damage
+from .conftest import answer_for
 
 STARTUP_S = 240
 ANSWER_S = 60
@@ -41,8 +42,8 @@ def damaged_cache(loaded, tmp_path_factory) -> tuple[pathlib.Path, Perception]:
     kind of damage in turn), and the in-process Perception that encoded them cleanly."""
     root = tmp_path_factory.mktemp("cache")
     clean, damaged = root / "clean", root / "damaged"
-    vocabulary = vocabulary_from({"vocabulary": VOCABULARY, "background": BACKGROUND})
-    perception = Perception(loaded, vocabulary, text_cache=TextFeatureCache(loaded, str(clean)))
+    profile = profile_from({"vocabulary": VOCABULARY, "background": BACKGROUND})
+    perception = Perception.for_profile(loaded, profile, TextFeatureCache(loaded, str(clean)))
     shutil.copytree(clean, damaged)
     entries = sorted(p.relative_to(damaged) for p in damaged.rglob("*.npy"))
     assert len(entries) >= len(DAMAGE)
@@ -74,9 +75,8 @@ def test_a_damaged_cache_changes_no_score(ros, tagger, damaged_cache, loaded):
     root, perception = damaged_cache
     rgb = read_image(os.path.join(IMAGES, "chelsea.jpg"))
     tags = ros.collect(TagArray, f"{NAMESPACE}/tags")
-    stamp = Camera(ros, f"{NAMESPACE}/camera").send(rgb_to_image(rgb, Header()), 7000)
-    answer = wait_until(lambda: next((m for m in list(tags) if m.header.stamp == stamp), None),
-                        ANSWER_S, "tags for the frame")
+    camera, frame = Camera(ros, f"{NAMESPACE}/camera"), rgb_to_image(rgb, Header())
+    answer = answer_for(tags, camera.send(frame, 7000), ANSWER_S, lambda: camera.send(frame, 7000))
     expected = perception.run(rgb, None).tags
     np.testing.assert_allclose(answer.scores, expected.scores, rtol=0, atol=1e-6)
     assert [t.label for t in answer.tags] == [t.label for t in expected.tags]

@@ -7,7 +7,8 @@ import re
 import pytest
 import yaml
 
-from tagclip_ros.node.params import PARAMETERS, rejection_reason, vocabulary_from
+from tagclip_ros.core.profiles import PROFILES
+from tagclip_ros.node.params import PARAMETERS, overrides_from, profile_from, rejection_reason
 
 from ..conftest import REPO
 
@@ -25,7 +26,8 @@ CURRENT = {spec.name: spec.default for spec in PARAMETERS}
     ({"vocabulary": []}, "empty"), ({"vocabulary": ["cat", "cat"]}, "more than once"),
     ({"vocabulary": ["cat", ""]}, "blank"), ({"background": ["sky", "sky"]}, "more than once"),
     ({"vocabulary": ["sky"]}, "both"), ({"segmentation.method": "magic"}, "one of"),
-    ({"tag_threshold": 2.0}, r"\[0.0, 1.0\]"),
+    ({"tag_threshold": 2.0}, r"\[-1.0, 1.0\]"), ({"tag_threshold": -0.5}, "or be -1 for the profile's"),
+    ({"candidate_threshold": 1.5}, r"\[-1.0, 1.0\]"), ({"affinity_blocks": -1}, r"\[0, 64\]"),
 ])
 def test_invalid_changes_are_rejected_with_a_reason(changes, reason):
     assert re.search(reason, rejection_reason(changes, CURRENT) or "")
@@ -33,8 +35,25 @@ def test_invalid_changes_are_rejected_with_a_reason(changes, reason):
 
 def test_valid_changes_pass_and_keep_prompt_names():
     assert rejection_reason({"vocabulary": ["robot", "person"], "tag_threshold": 0.3}, CURRENT) is None
-    vocab = vocabulary_from({**CURRENT, "vocabulary": ["robot", "person"]})
+    vocab = profile_from({**CURRENT, "vocabulary": ["robot", "person"]}).vocabulary
     assert vocab.prompt_name("person") == "person with clothes,people,human"
+
+
+def test_a_profile_name_selects_the_whole_profile_and_the_escape_a_single_class():
+    stuff = profile_from({**CURRENT, "vocabulary": ["cocostuff"]})  # background: still VOC's list
+    assert stuff is PROFILES["cocostuff"] and stuff.vocabulary.background == ()
+    single = profile_from({**CURRENT, "vocabulary": ["=coco"]})
+    assert single.name == "custom" and single.vocabulary.classes == ("coco",)
+    assert rejection_reason({"vocabulary": ["cocostuff"]}, CURRENT) is None
+
+
+def test_defaults_take_the_profiles_settings_and_values_override_them():
+    tag, segmentation = overrides_from(CURRENT)
+    assert tag["tag_threshold"] is None and tag["candidate_threshold"] is None
+    assert tag["affinity_start"] is None and segmentation["background_power"] == 1.0
+    tag, _ = overrides_from({**CURRENT, "tag_threshold": 0.3, "affinity_blocks": 5})
+    assert PROFILES["cocostuff"].tag_settings(**tag).tag_threshold == 0.3
+    assert PROFILES["cocostuff"].tag_settings(**tag).affinity_start == -6
 
 
 def test_file_and_folder_parameters_and_only_they_are_read_only():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -28,10 +27,10 @@ from tagclip_ros.node.conversions import rgb_to_image
 from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until
 
 from ..conftest import IMAGES, WEIGHTS
+from .conftest import answer_for
 
 STARTUP_S = 240
 ANSWER_S = 60
-RESEND_S = 10  # a first frame unanswered this long is sent again (see answer_for)
 
 
 def start(ros, tmp_path_factory, text_cache_dir, namespace: str, **params) -> tuple:
@@ -66,22 +65,6 @@ def jpeg_tagger(ros, tmp_path_factory, text_cache_dir):
 @pytest.fixture(scope="module")
 def core_perception(loaded, text_cache):
     return Perception(loaded, load_vocabulary("voc"), text_cache=text_cache)
-
-
-def answer_for(messages: list, stamp: Time, timeout: float = ANSWER_S,
-               resend: Callable[[], object] | None = None):
-    """The first message whose header stamp equals `stamp`. With `resend`, the frame is sent
-    again every RESEND_S until then: a node's first frame can go before its subscription has
-    matched the camera (on a busy machine, discovery is not symmetric)."""
-    sent = [time.monotonic()]
-
-    def find():
-        answer = next((m for m in list(messages) if m.header.stamp == stamp), None)
-        if answer is None and resend is not None and time.monotonic() - sent[0] > RESEND_S:
-            resend()
-            sent[0] = time.monotonic()
-        return answer
-    return wait_until(find, timeout, f"answer for stamp {stamp.sec}.{stamp.nanosec}")
 
 
 def chelsea() -> np.ndarray:
