@@ -73,3 +73,22 @@ def test_random_vit_b16_weights_file_loads_back_as_the_same_network(tmp_path):
         sys.path.remove(os.path.join(REPO, "bench"))
     assert os.path.isfile(path) and check["max_abs_feature_diff"] <= 1e-5
     assert check["network"].startswith("ViT-B/16 (width 768, 12 blocks, 12 heads, 224 px, QuickGELU")
+
+
+def test_a_failed_goal_makes_the_benchmark_exit_1(tmp_path, monkeypatch):
+    """The goals are for cuda fp16; held to them on this CPU in fp32 (tags <= 10 ms per 640×480
+    frame, which no CPU meets), the run must report FAIL and exit 1."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    try:
+        import bench_gpu
+    finally:
+        sys.path.remove(os.path.join(REPO, "bench"))
+    monkeypatch.setattr(bench_gpu, "GOAL_DEVICE", "cpu")
+    monkeypatch.setattr(bench_gpu, "GOAL_PRECISION", "fp32")
+    out = tmp_path / "gpu.json"
+    code = bench_gpu.main(["--device", "cpu", "--weights", WEIGHTS, "--sizes", "640x480",
+                           "--precisions", "fp32", "--warmup", "0", "--repeats", "1", "--no-node",
+                           "--out", str(out)])
+    goals = json.loads(out.read_text())["goals"]
+    assert code == 1 and goals[0]["passed"] is False and goals[0]["value"] > 10
+    assert "**FAIL**" in (tmp_path / "gpu.md").read_text()

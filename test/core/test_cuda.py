@@ -19,7 +19,8 @@ from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.core.segment import ClipEsSegmenter
 
 from ..conftest import IMAGES, REFERENCE, WEIGHTS, reference_scores
-from .test_precision import ILL_CONDITIONED_FOR_CLIPES
+from .test_precision import (BF16_CLIPES_AGREEMENT, BF16_DMAR_AGREEMENT, BF16_MAX_SCORE_DIFF,
+                             ILL_CONDITIONED_FOR_CLIPES)
 
 # scripts/gpu_check.sh sets TAGCLIP_REQUIRE_CUDA=1: there a GPU that torch cannot use fails
 # these tests instead of skipping them.
@@ -27,11 +28,9 @@ REQUIRE_CUDA = os.environ.get("TAGCLIP_REQUIRE_CUDA") == "1"
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or REQUIRE_CUDA),
                                 reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
 
-# Reduced precision on CUDA against float32 on CUDA, five fixture images, VOC vocabulary. The
-# figures are the CPU's bfloat16 ones (test_precision.py); not yet measured on a GPU.
-MAX_SCORE_DIFF = 5e-3
-CLIPES_AGREEMENT = 0.99
-DMAR_MEAN_AGREEMENT = 0.8  # held on the mean, as on the CPU: DMAR's near-ties (test_precision.py)
+# Reduced precision on CUDA against float32 on CUDA, five fixture images, VOC vocabulary, held
+# to the CPU's bfloat16 figures (test_precision.py, with their measured basis); not yet measured
+# on a GPU: scripts/gpu_check.sh prints the figures (pytest -s) to set these from.
 # Host-device copies per frame (tags and a CLIP-ES mask), whatever the number of classes or tags.
 COPIES_PER_FRAME = 24
 
@@ -75,9 +74,10 @@ def test_reduced_precision_on_cuda_against_fp32(precision, cuda32, text_cache_di
     deviation = measure(cuda32, low, PROFILES["voc"], images, text_cache_dir)
     print(precision, deviation.as_dict())  # pytest -s: the figures for the README
     assert deviation.same_tags == deviation.images == len(images)
-    assert deviation.max_score_diff <= MAX_SCORE_DIFF
-    assert deviation.min_agreement("clipes", [ILL_CONDITIONED_FOR_CLIPES]) >= CLIPES_AGREEMENT
-    assert deviation.mean_agreement("dmar") >= DMAR_MEAN_AGREEMENT
+    assert deviation.max_score_diff <= BF16_MAX_SCORE_DIFF
+    assert deviation.min_agreement("clipes", [ILL_CONDITIONED_FOR_CLIPES]) >= BF16_CLIPES_AGREEMENT
+    dmar = deviation.pixel_agreement["dmar"]
+    assert all(dmar[name] >= floor for name, floor in BF16_DMAR_AGREEMENT.items()), dmar
 
 
 def copies_per_frame(run) -> int:

@@ -47,4 +47,8 @@ def test_classify_any_mode_and_tiny_images(voc_tagger, tmp_path, mode, size):
     path = tmp_path / f"image_{mode}.png"
     Image.fromarray(pixels).convert(mode).save(path)
     result = voc_tagger.classify(read_image(str(path)))
-    assert result.scores.shape == (20,) and np.isfinite(result.scores).all() and result.tags
+    assert result.scores.shape == (20,) and result.tags
+    with Image.open(path) as saved:  # the same pixels as RGB (grey repeated, palette looked up,
+        rgb = np.asarray(saved.convert("RGB"))  # alpha dropped), classified directly
+    assert rgb.shape == (size[1], size[0], 3)
+    assert np.array_equal(result.scores, voc_tagger.classify(rgb).scores)

@@ -19,15 +19,20 @@ from tagclip_ros.core.text import encode_names
 
 from ..conftest import IMAGES, WEIGHTS
 
-# bfloat16 against float32 on the five fixture images, VOC vocabulary (measured: max score
-# difference 1.8e-3; same tags on all five; CLIP-ES masks >= 99.6% equal on the photographs;
-# DMAR masks 91% equal on average with native bfloat16 instructions, 84% where torch emulates
-# them: this one-head random model's DMAR maps are nearly flat, and the rounding of the
-# attention logits to bfloat16 flips their near-ties, on rocket.jpg (67% native, 34% emulated)
-# most, so DMAR is held on its mean; bench/bench_precision.py).
-BF16_MAX_SCORE_DIFF = 5e-3
+# bfloat16 against float32 on the five fixture images, VOC vocabulary (bench/bench_precision.py).
+# Scores: measured 1.75e-3 with native bfloat16 instructions (bench/results/precision_cpu.json),
+# 1.70e-3 where torch emulates them; a changed algorithm moves them twice as far (vote_min_layers
+# 4 -> 3: 4.92e-3, candidate_threshold 0.5 -> 0.4: 4.95e-3, both held to fail below), so the
+# bound sits near the measured figure. Same tags on all five. CLIP-ES masks >= 99.6% equal on
+# the photographs.
+BF16_MAX_SCORE_DIFF = 2.5e-3
 BF16_CLIPES_AGREEMENT = 0.99
-BF16_DMAR_MEAN_AGREEMENT = 0.8
+# DMAR masks, per image, above what a one-label mask would score against the float32 one
+# (astronaut 0.71, chelsea 0.46, coffee 0.56): measured 98.5/96.5/97.9% native, 97.1/96.3/98.1%
+# emulated. The other two are left out: this one-head random model's DMAR maps there turn on
+# near-ties that bfloat16 attention logits flip, and they fall to or below their one-label
+# baselines (night 93.5% native vs 94.3%; rocket 67% native, 34% emulated, vs 55%).
+BF16_DMAR_AGREEMENT = {"astronaut.jpg": 0.95, "chelsea.jpg": 0.95, "coffee.jpg": 0.95}
 # The night frame's CLIP-ES masks are ill-conditioned with these weights: the official masks
 # move on over half the pixels under 1e-6 weight noise (../shared/fixtures/reference/README.md).
 ILL_CONDITIONED_FOR_CLIPES = "night_1280x720.jpg"
@@ -121,7 +126,20 @@ def test_bf16_against_fp32_on_the_reference_images(bf16, loaded, text_cache_dir)
     assert deviation.images == len(images) == deviation.same_tags
     assert deviation.max_score_diff <= BF16_MAX_SCORE_DIFF
     assert deviation.min_agreement("clipes", [ILL_CONDITIONED_FOR_CLIPES]) >= BF16_CLIPES_AGREEMENT
-    assert deviation.mean_agreement("dmar") >= BF16_DMAR_MEAN_AGREEMENT
+    dmar = deviation.pixel_agreement["dmar"]
+    assert all(dmar[name] >= floor for name, floor in BF16_DMAR_AGREEMENT.items()), dmar
+
+
+@pytest.mark.parametrize("mutation", [{"vote_min_layers": 3}, {"candidate_threshold": 0.4}])
+def test_the_score_bound_fails_a_changed_algorithm(mutation, loaded, text_cache_dir):
+    """The bf16 score bound is tight enough that a one-setting change of TagCLIP breaks it."""
+    voc = PROFILES["voc"]
+    cache = TextFeatureCache(loaded, text_cache_dir)
+    right = TagClip(loaded, voc.vocabulary, voc.tag_settings(), cache)
+    wrong = TagClip(loaded, voc.vocabulary, voc.tag_settings(**mutation), cache)
+    moved = max(float(np.abs(right.classify(rgb).scores - wrong.classify(rgb).scores).max())
+                for rgb in (read_image(os.path.join(IMAGES, n)) for n in sorted(os.listdir(IMAGES))))
+    assert moved > BF16_MAX_SCORE_DIFF, f"{mutation} moves scores by only {moved:.2e}"
 
 
 def test_bf16_results_do_not_depend_on_earlier_frames(bf16, text_cache_dir):

@@ -110,5 +110,5 @@ def test_custom_vocabularies_get_the_voc_coco_settings_and_their_own_names():
     assert profile.vocabulary.background == () and profile.tag_settings() == TagClipSettings()
     assert resolve_profile("robot", "voc").vocabulary.background == PROFILES["voc"].vocabulary.background
     with pytest.raises(ValueError, match="both as classes and as background"):
-        resolve_profile("cocostuff", "voc")  # COCO-Stuff's classes include VOC's 'sky' names
+        resolve_profile("cocostuff", "voc")  # COCO-Stuff's classes include VOC background names
     assert load_vocabulary("cocostuff").classes == COCO_STUFF_CLASSES

@@ -105,6 +105,12 @@ def test_settings_reject_out_of_range_thresholds():
 def test_vocabulary_change_applies_to_next_image(loaded, text_cache):
     tagger = TagClip(loaded, load_vocabulary("voc"), text_cache=text_cache)
     rgb = read_image(os.path.join(IMAGES, "chelsea.jpg"))
-    tagger.set_vocabulary(load_vocabulary("cat,dog,robot", ""))
+    voc = reference_scores("voc")
+    np.testing.assert_allclose(tagger.classify(rgb).scores, voc["scores"][voc["images"].index("chelsea.jpg")],
+                               rtol=0, atol=1e-4)  # before: the VOC scores
+    small = load_vocabulary("cat,dog,robot", "")
+    tagger.set_vocabulary(small)
     result = tagger.classify(rgb)
-    assert result.scores.shape == (3,) and {t.label for t in result.tags} <= {"cat", "dog", "robot"}
+    fresh = TagClip(loaded, small, text_cache=text_cache).classify(rgb)
+    assert np.array_equal(result.scores, fresh.scores)  # after: exactly a fresh tagger's
+    assert [t.label for t in result.tags] == [t.label for t in fresh.tags]

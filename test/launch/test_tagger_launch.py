@@ -90,4 +90,5 @@ class TestRvizArgument(unittest.TestCase):
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
     def test_exit_code(self, proc_info):
-        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15])
+        # launch ends it with SIGINT (SIGTERM after 5 s); the README promises status 0 for both
+        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0])

@@ -44,11 +44,46 @@ def test_mono_and_16_bit_mono():
     assert (deep == gray[:, :, None]).all()
 
 
-def test_bayer_and_yuv422_decode():
-    bayer = np.random.default_rng(2).integers(0, 256, (6, 8), dtype=np.uint8)
-    assert conversions.image_to_rgb(image(bayer, "bayer_rggb8")).shape == (6, 8, 3)
-    yuv = np.random.default_rng(3).integers(0, 256, (6, 8, 2), dtype=np.uint8)
-    assert conversions.image_to_rgb(image(yuv, "yuv422")).shape == (6, 8, 3)
+COLOUR = (200, 100, 30)  # r, g, b: three different values, so any channel swap shows
+
+
+def bayer_mosaic(pattern: str, rgb=COLOUR, shape=(6, 8)) -> np.ndarray:
+    """A constant-colour Bayer mosaic: `pattern` names the 2×2 cell row by row ("rggb")."""
+    mosaic = np.zeros(shape, np.uint8)
+    for letter, (row, col) in zip(pattern, ((0, 0), (0, 1), (1, 0), (1, 1))):
+        mosaic[row::2, col::2] = rgb["rgb".index(letter)]
+    return mosaic
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_decodes_a_constant_colour_exactly(pattern):
+    rgb = conversions.image_to_rgb(image(bayer_mosaic(pattern), f"bayer_{pattern}8"))
+    assert rgb.shape == (6, 8, 3) and (rgb == COLOUR).all()
+    swapped = pattern[::-1]  # the other diagonal: red and blue (or the greens) change places
+    wrong = conversions.image_to_rgb(image(bayer_mosaic(pattern), f"bayer_{swapped}8"))
+    assert swapped == pattern or not (wrong == COLOUR).all()
+
+
+def bt601(y: int, u: int, v: int) -> np.ndarray:
+    """RGB of a studio-range BT.601 YUV triple (the ITU formula), rounded and clipped."""
+    c, d, e = 1.164 * (y - 16), u - 128, v - 128
+    return np.clip(np.round([c + 1.596 * e, c - 0.391 * d - 0.813 * e, c + 2.018 * d]), 0, 255)
+
+
+@pytest.mark.parametrize("yuv", [(120, 128, 128), (81, 90, 240), (145, 54, 34)])  # grey, red, green
+def test_yuv422_decodes_a_constant_colour_in_its_byte_order(yuv):
+    y, u, v = yuv
+    uyvy = np.zeros((4, 8, 2), np.uint8)  # ROS 2 "yuv422" is UYVY: U Y V Y
+    uyvy[..., 1], uyvy[:, 0::2, 0], uyvy[:, 1::2, 0] = y, u, v
+    yuy2 = np.zeros((4, 8, 2), np.uint8)  # "yuv422_yuy2" is YUYV: Y U Y V
+    yuy2[..., 0], yuy2[:, 0::2, 1], yuy2[:, 1::2, 1] = y, u, v
+    for pixels, encoding in ((uyvy, "yuv422"), (yuy2, "yuv422_yuy2")):
+        rgb = conversions.image_to_rgb(image(pixels, encoding))
+        assert rgb.shape == (4, 8, 3)
+        assert np.abs(rgb.reshape(-1, 3).astype(int) - bt601(y, u, v)).max() <= 1, encoding
+    if (u, v) != (128, 128):  # read in the other byte order, a colour comes out another colour
+        wrong = conversions.image_to_rgb(image(uyvy, "yuv422_yuy2"))
+        assert np.abs(wrong.reshape(-1, 3).astype(int) - bt601(y, u, v)).max() > 1
 
 
 def test_row_padding_is_removed():
