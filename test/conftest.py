@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 
 import pytest
 
@@ -12,6 +13,25 @@ FIXTURES = os.environ.get("TAGCLIP_FIXTURES") or os.path.join(os.path.dirname(RE
 REFERENCE = os.path.join(FIXTURES, "reference")
 WEIGHTS = os.path.join(REFERENCE, "clip_tiny12_seed1.pt")
 IMAGES = os.path.join(REFERENCE, "images")
+
+
+class WritesMarker:
+    """A pickled object whose unpickling runs code: it creates the file `marker`."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def code_running_checkpoint(folder, name: str = "evil.pt") -> tuple[str, str]:
+    """(checkpoint, marker): a torch file, shaped like a state dict, whose pickle would create
+    `marker` if anything unpickled it (README "No pickles": nothing may)."""
+    import torch
+    path, marker = os.path.join(folder, name), os.path.join(folder, f"{name}.code-ran")
+    torch.save({"visual.proj": WritesMarker(marker)}, path)
+    return path, marker
 
 
 def reference_scores(dataset: str) -> dict:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tagclip_ros.core import TagClip, TagClipSettings, load_vocabulary, read_image
 
-from ..conftest import IMAGES, WEIGHTS, reference_scores
+from ..conftest import IMAGES, WEIGHTS, code_running_checkpoint, reference_scores
 from .helpers import run_cli
 
 
@@ -44,6 +44,13 @@ def test_unreadable_images_are_skipped_and_reported(tmp_path, text_cache_dir):
     assert "2 of 3 images could not be read" in done.stderr
     assert "Traceback" not in done.stderr
     assert [r["image"] for r in json.loads(out.read_text())["results"]] == [good]
+
+
+def test_a_checkpoint_whose_pickle_runs_code_is_refused_unrun(tmp_path, text_cache_dir):
+    path, marker = code_running_checkpoint(str(tmp_path))
+    done = run_cli("classify", os.path.join(IMAGES, "chelsea.jpg"), "--weights", path, cache=text_cache_dir)
+    assert done.returncode == 2 and "could not be read as a torch checkpoint" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not os.path.exists(marker)
 
 
 @pytest.mark.parametrize("args, message", [

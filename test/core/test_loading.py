@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from tagclip_ros.core import WeightsError, load_model
 from tagclip_ros.core.loading import from_model
 
-from ..conftest import REPO, WEIGHTS
+from ..conftest import REPO, WEIGHTS, code_running_checkpoint
 
 TINY = "ViT (patch 16, width 64, 12 blocks, 1 head, 224 px, QuickGELU)"
 B16_QUICK_GELU = "ViT-B/16 (width 768, 12 blocks, 12 heads, 224 px, QuickGELU)"
@@ -61,6 +61,15 @@ def test_torchscript_archive_and_wrapped_state_dict_load(loaded, tmp_path):
     from tagclip_ros.core.loading import _read_state_dict
     read = _read_state_dict(str(path))
     assert {names[k] for k in read} == set(reference)
+
+
+def test_a_checkpoint_whose_pickle_runs_code_is_refused_unrun(tmp_path):
+    path, marker = code_running_checkpoint(str(tmp_path))
+    with pytest.raises(WeightsError, match="could not be read"):
+        load_model(weights=path)
+    assert not os.path.exists(marker)
+    torch.load(path, weights_only=False)  # the test is live: a plain unpickling runs it
+    assert os.path.exists(marker)
 
 
 def test_missing_weights_name_the_setting(tmp_path):

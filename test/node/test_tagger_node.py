@@ -27,7 +27,7 @@ from tagclip_ros.node.conversions import rgb_to_image
 
 from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until
 
-from ..conftest import IMAGES, WEIGHTS
+from ..conftest import IMAGES, WEIGHTS, code_running_checkpoint
 from .conftest import RESEND_S, answer_for
 
 STARTUP_S = 240
@@ -275,6 +275,17 @@ def test_lifecycle_transitions(ros, tmp_path_factory, text_cache_dir):
         assert lifecycle(ros, "/managed", Transition.TRANSITION_CONFIGURE) == "inactive"
     finally:
         assert process.stop() == 0, process.log()
+
+
+def test_a_checkpoint_whose_pickle_runs_code_fails_configure_unrun(ros, tmp_path_factory, text_cache_dir):
+    path, marker = code_running_checkpoint(str(tmp_path_factory.mktemp("evil")))
+    process, _ = start(ros, tmp_path_factory, text_cache_dir, "/evil", **{"model.weights": path})
+    try:
+        wait_until(lambda: "configure failed" in process.log(), STARTUP_S, "configure error")
+        assert "could not be read as a torch checkpoint" in process.log()
+        assert "Traceback" not in process.log() and not os.path.exists(marker)
+    finally:
+        process.stop()
 
 
 def test_missing_weights_fail_configure_with_one_sentence(ros, tmp_path_factory, text_cache_dir):
