@@ -202,7 +202,8 @@ def test_bad_frames_are_skipped_and_logged(ros, raw_tagger, jpeg_tagger):
     ]
     corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0 corrupt")
     for ns in ("/raw", "/jpeg"):
-        wait_until(lambda ns=ns: diagnostics_value(diagnostics, ns, "frames_bad") >= 0, 30, f"{ns} diagnostics")
+        wait_until(lambda ns=ns: diagnostics_value(diagnostics, ns, "frames_bad") >= 0, 30,
+                   f"{ns} diagnostics")
     base = {ns: diagnostics_value(diagnostics, ns, "frames_bad") for ns in ("/raw", "/jpeg")}
     # each bad frame is sent once the one before it is counted (a newest-frame worker would
     # otherwise drop one in favour of the next), again if it is not counted within RESEND_S
