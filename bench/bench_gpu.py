@@ -422,7 +422,7 @@ def run(args: argparse.Namespace, plan: Plan) -> dict:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as folder:
         weights, about = weights_for(args, folder)
-        cache_dir = os.path.join(folder, "text")
+        cache_dir = args.cache_dir or os.path.join(folder, "text")
         rows, deviation_rows = core_part(plan, weights, cache_dir)
         node = node_part(plan, weights, cache_dir)
     results = {"benchmark": "gpu", "quick": plan.quick, "date": time.strftime("%Y-%m-%d"),
@@ -462,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-node", action="store_true", help="skip the node part")
     parser.add_argument("--weights", help="checkpoint file instead of random ViT-B/16 weights")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--cache-dir", help="text-feature cache folder (default: a temporary one)")
     parser.add_argument("--image", default=os.path.join(REPO, "samples", "astronaut.jpg"))
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out or default_out(args.device, args.quick))

@@ -80,12 +80,14 @@ def rclpy_importable() -> bool:
     return importlib.util.find_spec("rclpy") is not None
 
 
-def plan_steps(device: str, quick: bool, out: str, work: str) -> list[Step]:
-    """The four steps for `device` ("cuda" or the CPU proof's "cpu")."""
+def plan_steps(device: str, quick: bool, out: str, work: str, text_cache: str) -> list[Step]:
+    """The four steps for `device` ("cuda" or the CPU proof's "cpu"); the benchmarks share
+    `text_cache`."""
     py = sys.executable
     limits = LIMITS_S[quick] if device == "cuda" else dict.fromkeys(LIMITS_S[quick], CPU_LIMIT_S)
     tests = ["test/core/test_cuda.py"] + (["test/node/test_cuda_node.py"] if rclpy_importable() else [])
-    bench = [py, "bench/bench_gpu.py", "--device", device, "--out", os.path.join(work, "gpu.json")]
+    bench = [py, "bench/bench_gpu.py", "--device", device, "--out", os.path.join(work, "gpu.json"),
+             "--cache-dir", text_cache]
     bench += ["--quick"] if quick else []
     bench += CPU_BENCH_ARGS if device == "cpu" else []
     return [
@@ -99,7 +101,7 @@ def plan_steps(device: str, quick: bool, out: str, work: str) -> list[Step]:
              results=os.path.join(work, "gpu.json")),
         Step("precision", "precision against fp32 (bench/bench_precision.py)",
              [py, "bench/bench_precision.py", "--device", device,
-              "--out", os.path.join(work, "precision"), "--cache-dir", os.path.join(work, "text")]
+              "--out", os.path.join(work, "precision"), "--cache-dir", text_cache]
              + (CPU_PRECISION_ARGS if device == "cpu" else []), limits["precision"],
              results=os.path.join(work, "precision.json")),
     ]
@@ -284,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outdir", help="folder for the logs, results and summary.md")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (under 2 min on a GPU)")
+    parser.add_argument("--text-cache", help="text-feature cache folder the benchmarks share "
+                        "(default: a temporary one)")
     args = parser.parse_args(argv)
     missing = missing_packages()
     if missing:
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
-        steps = plan_steps(device, args.quick, out, work)
+        steps = plan_steps(device, args.quick, out, work, args.text_cache or os.path.join(work, "text"))
         for number, step in enumerate(steps, 1):
             run_step(step, out, number, len(steps))
         text, passed = summary(steps, out, work, device, args.quick, time.perf_counter() - start)

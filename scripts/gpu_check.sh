@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 usage() {
   cat <<'EOF'
-usage: scripts/gpu_check.sh OUTDIR [--wheels DIR] [--fixtures DIR] [--quick]
+usage: scripts/gpu_check.sh OUTDIR [--wheels DIR] [--fixtures DIR] [--quick] [--text-cache DIR]
 
 Run on the GPU machine, from the repository, with `python3` (or $PYTHON) the Python whose
 CUDA-enabled torch is to be used (it is never replaced). It:
@@ -34,22 +34,27 @@ Options:
   --fixtures DIR  the folder holding reference/ (default ../shared/fixtures); the tests and
                   benchmarks read it through TAGCLIP_FIXTURES
   --quick         a smoke run: fewer repeats and warm-up runs
+  --text-cache DIR  text-feature cache the benchmarks share and keep (default: a temporary one)
 
 Exit status: 0 every step ran and every measured goal passed; 1 otherwise; 2 a usage error;
 3 (with one sentence) no usable CUDA device, or a package or the fixtures missing.
 EOF
 }
 
-out="" wheels="" fixtures=../shared/fixtures quick=()
+out="" wheels="" fixtures=../shared/fixtures options=()
 while [ $# -gt 0 ]; do
   case $1 in
     -h|--help) usage; exit 0 ;;
-    --wheels|--fixtures)
+    --wheels|--fixtures|--text-cache)
       [ $# -ge 2 ] || { echo "gpu_check: $1 needs a folder (see --help)" >&2; exit 2; }
       [ -d "$2" ] || { echo "gpu_check: $1 $2 is not a folder" >&2; exit 2; }
-      if [ "$1" = --wheels ]; then wheels=$2; else fixtures=$2; fi
+      case $1 in
+        --wheels) wheels=$2 ;;
+        --fixtures) fixtures=$2 ;;
+        *) options+=(--text-cache "$(cd "$2" && pwd)") ;;
+      esac
       shift ;;
-    --quick) quick=(--quick) ;;
+    --quick) options+=(--quick) ;;
     -*) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) [ -z "$out" ] || { echo "gpu_check: one OUTDIR only (see --help)" >&2; exit 2; }; out=$1 ;;
   esac
@@ -76,5 +81,5 @@ export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 TAGCLIP_FIXTURES=$(cd "$fixtures" 2>/dev/null && pwd || echo "$fixtures")
 export TAGCLIP_FIXTURES PYTHONUNBUFFERED=1
 status=0
-"$PYTHON" bench/gpu_check.py "$out" "${quick[@]}" || status=$?
+"$PYTHON" bench/gpu_check.py "$out" "${options[@]}" || status=$?
 exit $status

@@ -122,9 +122,10 @@ def test_without_a_gpu_it_says_so_in_one_sentence(bare, tmp_path):
     assert done.stderr.count("\n") == 1 and not os.path.exists(tmp_path / "out")
 
 
-def test_quick_cpu_run_leaves_logs_results_and_summary(bare, tmp_path):
+def test_quick_cpu_run_leaves_logs_results_and_summary(bare, tmp_path, text_cache_dir):
     out = tmp_path / "out"
-    done = gpu_check(bare, out, "--wheels", bare["wheels"], "--fixtures", FIXTURES, "--quick")
+    done = gpu_check(bare, out, "--wheels", bare["wheels"], "--fixtures", FIXTURES, "--quick",
+                     "--text-cache", text_cache_dir)  # the session's: the tiny model's features
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert set(os.listdir(out)) == OUT_FILES
     for step in range(1, 5):
