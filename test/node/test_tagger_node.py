@@ -20,8 +20,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Classification, LabelInfo
 
-from tagclip_ros.core import load_vocabulary, read_image
+from tagclip_ros.core import TextFeatureCache, load_model, load_vocabulary, read_image
 from tagclip_ros.core.pipeline import Perception
+from tagclip_ros.core.profiles import PROFILES
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
 
@@ -173,6 +174,31 @@ def diagnostics_value(messages: list, namespace: str, key: str) -> int:
     return -1
 
 
+def diagnostics_values(messages: list, namespace: str) -> dict[str, str] | None:
+    """The key/values of the newest /diagnostics status of the node in `namespace`."""
+    for msg in reversed(list(messages)):
+        for status in msg.status:
+            if status.name.startswith(f"{namespace}/"):
+                return {v.key: v.value for v in status.values}
+    return None
+
+
+def test_diagnostics_name_device_precision_model_latency_and_vocabulary(ros, raw_tagger):
+    diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
+    tags = ros.collect(TagArray, "/raw/tags")
+    camera, frame = Camera(ros, "/raw/camera"), rgb_to_image(chelsea(), Header())
+    answer_for(tags, camera.send(frame, 3000), resend=lambda: camera.send(frame, 3000))
+
+    def after_a_frame() -> dict | None:
+        values = diagnostics_values(diagnostics, "/raw")
+        return values if values and float(values["latency_ms"]) > 0 else None
+    values = wait_until(after_a_frame, 30, "/diagnostics after a frame")
+    assert (values["device"], values["precision"], values["vocabulary_size"]) == ("cpu", "fp32", "20")
+    assert values["model"] == f"ViT (patch 16, width 64, 12 blocks, 1 head, 224 px, QuickGELU) from {WEIGHTS}"
+    assert float(values["core_ms"]) > 0 and int(values["frames_processed"]) >= 1
+    assert values["state"] == "active"
+
+
 def counted(diagnostics: list, namespace: str, bad: int, send: Callable[[], object]) -> None:
     """Send a bad frame until /diagnostics counts `bad` bad frames for the node."""
     send()
@@ -274,6 +300,31 @@ def test_lifecycle_transitions(ros, tmp_path_factory, text_cache_dir):
         wait_until(lambda: publisher.get_subscription_count() == 0, 30, "no subscription when inactive")
         assert lifecycle(ros, "/managed", Transition.TRANSITION_CLEANUP) == "unconfigured"
         assert lifecycle(ros, "/managed", Transition.TRANSITION_CONFIGURE) == "inactive"
+    finally:
+        assert process.stop() == 0, process.log()
+
+
+def test_bf16_node_with_a_small_max_input_side_answers_as_the_core_does(
+        ros, tmp_path_factory, text_cache_dir):
+    """precision:=bf16 and max_input_side:=256 reach the core: the node's tags and mask equal
+    an in-process Perception with the same settings on the same frame."""
+    process, _ = start(ros, tmp_path_factory, text_cache_dir, "/bf16", precision="bf16",
+                       max_input_side=256, image_qos="reliable")
+    try:
+        tags, masks = ros.collect(TagArray, "/bf16/tags"), ros.collect(Image, "/bf16/label_mask")
+        rgb = read_image(os.path.join(IMAGES, "night_1280x720.jpg"))  # downscaled to 256x144
+        camera, frame = Camera(ros, "/bf16/camera"), rgb_to_image(rgb, Header())
+        answer = answer_for(tags, camera.send(frame, 8000), STARTUP_S, lambda: camera.send(frame, 8000))
+        loaded = load_model(weights=WEIGHTS, device="cpu", precision="bf16")
+        expected = Perception.for_profile(loaded, PROFILES["voc"], TextFeatureCache(loaded, text_cache_dir),
+                                          {"max_input_side": 256}).run(rgb, "clipes")
+        np.testing.assert_allclose(answer.scores, expected.tags.scores, rtol=0, atol=1e-5)
+        assert [t.class_id for t in answer.tags] == [t.class_id for t in expected.tags.tags]
+        mask = answer_for(masks, answer.header.stamp)
+        assert (mask.height, mask.width) == rgb.shape[:2]  # the frame's size, not the model's
+        ids = np.frombuffer(bytes(mask.data), np.uint8).reshape(rgb.shape[:2])
+        assert np.mean(ids == expected.segmentation.mask) >= 0.999
+        assert "downscaled to 256x144" in process.log()
     finally:
         assert process.stop() == 0, process.log()
 
