@@ -19,12 +19,17 @@ class FrameStats:
         self._done: deque[tuple[float, float, float]] = deque(maxlen=WINDOW)
         self.processed = 0
         self.bad = 0
+        self.overlays = 0  # overlays drawn: only for frames that had an overlay subscriber
         self.last_error = ""
 
     def record(self, latency_s: float, core_s: float) -> None:
         with self._lock:
             self.processed += 1
             self._done.append((time.monotonic(), latency_s, core_s))
+
+    def record_overlay(self) -> None:
+        with self._lock:
+            self.overlays += 1
 
     def record_bad(self, reason: str) -> None:
         with self._lock:
@@ -58,6 +63,7 @@ def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, sta
         "frames_processed": str(stats.processed),
         "frames_dropped": str(dropped),
         "frames_bad": str(stats.bad),
+        "overlays_drawn": str(stats.overlays),
         "rate_hz": f"{summary['rate_hz']:.2f}",
         "latency_ms": f"{summary['latency_ms']:.1f}",
         "core_ms": f"{summary['core_ms']:.1f}",

@@ -240,6 +240,8 @@ class TaggerNode(LifecycleNode):
             if not self._current(activation):
                 return False
             overlay = self.pubs["overlay"].get_subscription_count() > 0  # drawn only when watched
+            if overlay:
+                self.stats.record_overlay()
             for topic, out in conversions.result_messages(result, msg.header, rgb, overlay).items():
                 self.pubs[topic].publish(out)
         return True

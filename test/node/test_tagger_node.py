@@ -199,6 +199,33 @@ def test_diagnostics_name_device_precision_model_latency_and_vocabulary(ros, raw
     assert values["state"] == "active"
 
 
+def test_overlay_is_published_and_drawn_only_while_subscribed(ros, raw_tagger):
+    diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
+    tags = ros.collect(TagArray, "/raw/tags")
+    rgb = chelsea()
+    camera, frame = Camera(ros, "/raw/camera"), rgb_to_image(rgb, Header())
+
+    def settled(stamp) -> dict:
+        """/diagnostics once it counts the frame of `stamp` (processed, after its tags)."""
+        processed = int(wait_until(lambda: diagnostics_values(diagnostics, "/raw"), 30, "diagnostics")
+                        ["frames_processed"])
+        answer_for(tags, stamp, resend=lambda: camera.send(frame, stamp.sec))
+        return wait_until(lambda: (v := diagnostics_values(diagnostics, "/raw"))
+                          and int(v["frames_processed"]) > processed and v, 30, "frame counted")
+
+    before = int(settled(camera.send(frame, 3100))["overlays_drawn"])
+    unwatched = settled(camera.send(frame, 3101))
+    assert int(unwatched["overlays_drawn"]) == before  # nobody watches: nothing drawn
+    overlays = ros.collect(Image, "/raw/overlay")
+    stamp = camera.send(frame, 3102)
+    overlay = answer_for(overlays, stamp, resend=lambda: camera.send(frame, 3102))  # once matched
+    assert (overlay.height, overlay.width, overlay.encoding) == (*rgb.shape[:2], "rgb8")
+    drawn = np.frombuffer(bytes(overlay.data), np.uint8).reshape(rgb.shape)
+    assert np.mean(np.any(drawn != rgb, axis=2)) > 0.2  # the mask's tint and the tags' legend
+    wait_until(lambda: int(diagnostics_values(diagnostics, "/raw")["overlays_drawn"]) > before, 30,
+               "the overlay counted in /diagnostics")
+
+
 def counted(diagnostics: list, namespace: str, bad: int, send: Callable[[], object]) -> None:
     """Send a bad frame until /diagnostics counts `bad` bad frames for the node."""
     send()
