@@ -139,3 +139,32 @@ def test_a_bad_source_exits_non_zero_with_one_sentence(ros, tmp_path, video, sou
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+
+
+def test_paced_sends_a_frame_only_once_the_last_ones_tags_came_back(ros, video, tmp_path):
+    """paced:=true outside run.sh: this test answers as the tagger would, holding back the tags
+    of the first frames; meanwhile no frame may follow (at 10 Hz, 5 would). After the last
+    tags, the source exits 0, having printed every frame's tags."""
+    from tagclip_ros.msg import Tag, TagArray
+    received = Received(ros, Image, "/paced/image")
+    answers = ros.node.create_publisher(TagArray, "/paced/tags", RELIABLE)
+    log = str(tmp_path / "source.log")
+    process = start("/paced", log, source=video, loop="false", paced="true", rate=RATE)
+    try:
+        wait_until(lambda: answers.get_subscription_count() > 0, START_S,
+                   "image_source's tags subscriber")
+        for i in range(FRAMES):
+            wait_until(lambda: len(received) > i, START_S, f"frame {i}")
+            if i < 2:
+                time.sleep(5 / RATE)  # holding the tags back for 5 ticks: absence is the point
+                assert len(received) == i + 1, "a frame went out before the last one's tags"
+            frame = received.items[i][0]
+            answers.publish(TagArray(header=frame.header, scores=[0.5],
+                                     tags=[Tag(class_id=1, label=f"f{i}", score=0.5)]))
+        wait_until(lambda: process.poll() is not None, START_S, "image_source to finish its pass")
+    finally:
+        code = stop(process)
+    assert code == 0, read(log)
+    assert [frame_index(image_to_rgb(m)) for m, _ in received.items] == list(range(FRAMES))
+    printed = [line for line in read(log).splitlines() if ": f" in line]
+    assert [line.rsplit(": ", 1)[1] for line in printed] == [f"f{i} (0.5000)" for i in range(FRAMES)]
