@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from tagclip_ros.core import read_image
@@ -122,6 +123,21 @@ def classify_pixels(pixels: list[np.ndarray], folder, cache: str) -> list[list[f
         return [r["scores"] for r in json.load(f)["results"]]
 
 
+def segment_pixels(folder, tag_arrays: list, cache: str) -> list[np.ndarray]:
+    """Label masks `tagclip segment` writes for the PNGs `classify_pixels` saved, with the tags
+    of `tag_arrays` (class id = vocabulary index + 1)."""
+    split = os.path.join(folder, "tags.txt")
+    with open(split, "w", encoding="utf-8") as f:
+        for i, tags in enumerate(tag_arrays):
+            ids = sorted(t.class_id - 1 for t in tags.tags)
+            f.write(" ".join([f"{i:03d}", *map(str, ids)]) + "\n")
+    out = os.path.join(folder, "masks")
+    done = run_cli("segment", "--split", split, "--img-root", str(folder), "--ext", ".png", "--out", out,
+                   "--vocab", "voc", cache=cache)
+    assert done.returncode == 0, done.stderr
+    return [np.asarray(Image.open(os.path.join(out, f"{i:03d}.png"))) for i in range(len(tag_arrays))]
+
+
 @pytest.mark.parametrize("storage", sorted(STORAGES))
 def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
     source, target = str(tmp_path / "in"), str(tmp_path / "out")
@@ -151,7 +167,7 @@ def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
     spaces = ["/robot/cam", "/robot/bgr", "/robot/mono", "/robot/jpeg"]
     assert set(outputs) == {f"{s}/{n}" for s in spaces for n in
                             ("tags", "classification", "label_mask", "overlay", "label_info")}
-    pixels, tag_arrays = [], []
+    pixels, tag_arrays, masks = [], [], []
     for (topic, log_time), msg in sorted(frames_in.items(), key=lambda kv: kv[0][1]):
         space = "/" + "/".join(topic.strip("/").split("/")[:2])
         found = {}
@@ -167,12 +183,16 @@ def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
             [(t.label, pytest.approx(t.score, abs=1e-12)) for t in tags.tags]
         pixels.append(decoded(store, topic, msg))
         tag_arrays.append(tags)
+        masks.append(np.frombuffer(bytes(mask.data), np.uint8).reshape(64, 96))
     for space in spaces:
         [(log_time, info)] = outputs[f"{space}/label_info"]
         assert info.class_map[0].class_name == "background" and len(info.class_map) == 21
     expected = classify_pixels(pixels, tmp_path / "png", text_cache_dir)
     for tags, scores in zip(tag_arrays, expected):
         np.testing.assert_allclose(tags.scores, scores, rtol=0, atol=1e-6)
+    # the bag's label masks are what `tagclip segment` gives for the same pixels and tags
+    for mask, segmented in zip(masks, segment_pixels(tmp_path / "png", tag_arrays, text_cache_dir)):
+        assert np.mean(mask == segmented) >= 0.999
 
 
 def test_existing_output_is_refused_and_topics_are_checked(store, tmp_path, text_cache_dir):

@@ -6,6 +6,9 @@ import os
 import numpy as np
 from PIL import Image
 
+from tagclip_ros.core import load_vocabulary
+from tagclip_ros.core.overlay import render_overlay
+
 from ..conftest import IMAGES
 from .helpers import model_args, run_cli
 
@@ -19,7 +22,18 @@ def test_overlay_writes_a_tinted_picture_with_a_legend(tmp_path, text_cache_dir)
         picture = np.asarray(written.convert("RGB"))
     original = np.asarray(Image.open(image).convert("RGB"))
     assert picture.shape == original.shape
-    changed = np.any(picture != original, axis=2)
-    assert 0.2 < changed.mean() < 1.0  # mask colours blended in, some background left alone
-    legend = picture[:40, :60].astype(int)
-    assert (legend == 255).all(axis=2).any()  # white caption text / swatch border
+    # stdout: "<path>: <label> <score>, ... -> <picture>", the captions the legend shows
+    captions_text = done.stdout.split(f"{image}: ", 1)[1].split(" -> ")[0].split(", ")
+    classes = load_vocabulary("voc").classes
+    captions = [(classes.index(c.rsplit(" ", 1)[0]) + 1, c) for c in captions_text]
+    tags = tmp_path / "tags.txt"
+    tags.write_text(f"chelsea {' '.join(str(i - 1) for i, _ in sorted(captions))}\n")
+    done = run_cli("segment", "--split", str(tags), "--img-root", IMAGES, "--out", str(tmp_path / "m"),
+                   *model_args(), cache=text_cache_dir)
+    assert done.returncode == 0, done.stderr
+    mask = np.asarray(Image.open(tmp_path / "m" / "chelsea.png")).astype(np.int64)
+    assert (mask > 0).any() and (mask == 0).any()
+    # the tint exactly on the mask's pixels (those `tagclip segment` labels for the same tags)
+    # and a legend line per tag: the picture drawn from them, pixel for pixel
+    expected = render_overlay(original, mask, captions)
+    assert np.mean(np.all(picture == expected, axis=2)) >= 0.999
