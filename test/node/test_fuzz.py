@@ -9,9 +9,11 @@ The generators here are shared with test_fuzz_node.py, which sends such frames t
 """
 from __future__ import annotations
 
+import os
 import re
-import resource
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from collections import Counter
@@ -281,18 +283,53 @@ def test_compressed_frames_decode_or_raise_frame_error(case: CompressedCase):
         np.testing.assert_array_equal(rgb, opencv_rgb(bytes(case.msg.data)))
 
 
+# Decodes one compressed frame in a fresh interpreter and prints the outcome and how far that
+# frame raised the process's peak memory (KiB): a fresh process, so that the peak is this
+# frame's own, not a high-water mark left by earlier tests.
+DECODE_ONE = """
+import resource, sys
+from sensor_msgs.msg import CompressedImage
+from tagclip_ros.node.conversions import FrameError, compressed_to_rgb
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    compressed_to_rgb(CompressedImage(format=sys.argv[2], data=data))
+    outcome = "decoded"
+except FrameError as exc:
+    outcome = "refused: " + str(exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, outcome)
+"""
+
+
+def decode_in_a_fresh_process(data: bytes, fmt: str, folder) -> tuple[float, str]:
+    """(peak memory growth in MiB, outcome) of decoding `data` alone in a new interpreter."""
+    path = os.path.join(folder, f"frame.{fmt}")
+    with open(path, "wb") as f:
+        f.write(data)
+    done = subprocess.run([sys.executable, "-c", DECODE_ONE, path, fmt], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grown_kib, outcome = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    return int(grown_kib) / 1024, outcome
+
+
+@pytest.mark.parametrize("side", [8_001, 20_000, 65_535])
 @pytest.mark.parametrize("ext", [".jpg", ".png"])
-def test_huge_declared_size_is_refused_before_decoding(ext):
-    """A few hundred bytes claiming 20000×20000 pixels: refused from the header, without the
-    2.4 GB OpenCV would allocate (and fill, for a JPEG) to decode it."""
+def test_huge_declared_size_is_refused_before_decoding(ext, side, tmp_path):
+    """A few hundred bytes claiming side×side pixels: refused from the header, without the up to
+    12 GB OpenCV would allocate (and fill, for a JPEG) to decode it; each case measured alone."""
     small = encode(np.zeros((16, 16, 3), np.uint8), ext, 90)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, a high-water mark
-    for side in (8_001, 20_000, 65_535):
-        msg = CompressedImage(format=ext[1:], data=with_declared_size(small, side, side))
-        with pytest.raises(FrameError, match="larger than"):
-            conversions.compressed_to_rgb(msg)
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert grown_mib < 200, f"decoding header-only images raised peak memory by {grown_mib:.0f} MiB"
+    frame = with_declared_size(small, side, side)
+    grown_mib, outcome = decode_in_a_fresh_process(frame, ext[1:], tmp_path)
+    assert outcome.startswith("refused") and "larger than" in outcome, outcome
+    assert grown_mib < 100, f"a header-only {side}x{side} frame raised peak memory {grown_mib:.0f} MiB"
+
+
+def test_the_memory_measure_sees_a_real_decode(tmp_path):
+    """The fresh-process measure is live: a genuine 4000×4000 JPEG (48 MB of pixels) shows."""
+    big = encode(np.zeros((4000, 4000, 3), np.uint8), ".jpg", 90)
+    grown_mib, outcome = decode_in_a_fresh_process(big, "jpg", tmp_path)
+    assert outcome == "decoded" and grown_mib > 40, (grown_mib, outcome)
 
 
 def test_nv12_height_is_the_picture_height():
