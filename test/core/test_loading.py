@@ -52,8 +52,8 @@ def test_torchscript_archive_and_wrapped_state_dict_load(loaded, tmp_path):
             for key, value in reference.items():
                 self.register_buffer(key.replace(".", "__"), value)
 
-        def forward(self, x):
-            return x
+        def forward(self, x):  # code the archive carries: reading the weights never calls it
+            raise RuntimeError("the archive's code ran")
     scripted = torch.jit.script(Holder())
     names = {k.replace(".", "__"): k for k in reference}
     path = tmp_path / "openai.pt"
@@ -61,6 +61,8 @@ def test_torchscript_archive_and_wrapped_state_dict_load(loaded, tmp_path):
     from tagclip_ros.core.loading import _read_state_dict
     read = _read_state_dict(str(path))
     assert {names[k] for k in read} == set(reference)
+    with pytest.raises(Exception, match="the archive's code ran"):
+        torch.jit.load(str(path))(torch.zeros(1))  # the test is live: calling it runs the code
 
 
 def test_a_checkpoint_whose_pickle_runs_code_is_refused_unrun(tmp_path):
