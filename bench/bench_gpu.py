@@ -55,7 +55,7 @@ from tagclip_ros.core import TextFeatureCache, load_model  # noqa: E402
 from tagclip_ros.core.device import resolve_device  # noqa: E402
 from tagclip_ros.core.pipeline import Perceived, Perception  # noqa: E402
 from tagclip_ros.core.profile import STAGES  # noqa: E402
-from tagclip_ros.core.profiles import PROFILES  # noqa: E402
+from tagclip_ros.core.dataset_profiles import PROFILES  # noqa: E402
 from results_io import save_results  # noqa: E402
 from stages import (deviation, device_name, median_timing, parse_precisions, precision_refusal,  # noqa: E402
                     random_vit_b16, software, tags_cell, timed_frame)

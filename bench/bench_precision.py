@@ -5,8 +5,9 @@
 Loads the reference checkpoint (../shared/fixtures/reference, or $TAGCLIP_FIXTURES/reference)
 in float32 and in each reduced precision the device runs (the CPU: bf16; CUDA: fp16, and bf16
 from compute capability 8.0), on the same device, and measures with core/deviation.py, per
-dataset profile (VOC, COCO; --vocabularies, --images narrow it) over the five fixture images: the largest score difference, how many images got the same tags, and the
-share of equal label-mask pixels (CLIP-ES and DMAR masks) on images with the same tags.
+dataset profile (VOC, COCO; --vocabularies, --images narrow it) over the five fixture images:
+the largest score difference, how many images got the same tags, and the share of equal
+label-mask pixels (CLIP-ES and DMAR masks) on images with the same tags.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ sys.path.insert(0, REPO)
 from tagclip_ros.core import load_model, read_image  # noqa: E402
 from tagclip_ros.core.deviation import Deviation, measure  # noqa: E402
 from tagclip_ros.core.device import resolve_device, resolve_precision  # noqa: E402
-from tagclip_ros.core.profiles import resolve_profile  # noqa: E402
+from tagclip_ros.core.dataset_profiles import resolve_profile  # noqa: E402
 from fixture_paths import IMAGES, WEIGHTS  # noqa: E402
 from results_io import save_results  # noqa: E402
 

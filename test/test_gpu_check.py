@@ -131,7 +131,8 @@ def test_quick_cpu_run_leaves_logs_results_and_summary(bare, tmp_path, text_cach
     for step in range(1, 5):
         assert f"step {step}/4" in done.stdout  # progress as it goes
     summary = (out / "summary.md").read_text()
-    for heading in ("## Goals", "## Steps", "## Tests", "## Benchmark", "## Precision on the reference fixtures"):
+    for heading in ("## Goals", "## Steps", "## Tests", "## Benchmark",
+                    "## Precision on the reference fixtures"):
         assert heading in summary
     assert "node not measured: no ROS 2 here" in summary
     assert re.search(r"\| fp32 \| 320×240 \| tags \|", summary)  # the per-stage table

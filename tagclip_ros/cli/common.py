@@ -16,7 +16,7 @@ from ..core import (ImageError, LoadedModel, TagClip, TagClipSettings, TagResult
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE, check_max_side, downscale_note, image_files
 from ..core.pipeline import Perception
-from ..core.profiles import PROFILES, DatasetProfile, affinity_start, resolve_profile
+from ..core.dataset_profiles import PROFILES, DatasetProfile, affinity_start, resolve_profile
 from . import EXIT_USAGE  # noqa: F401 (the verbs take it from here)
 
 PROGRESS_MIN_IMAGES = 5

@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..core import dataset, metrics
-from ..core.profiles import MaskEvaluation, resolve_profile
+from ..core.dataset_profiles import MaskEvaluation, resolve_profile
 from .common import EXIT_SOME_FAILED, add_vocab_argument, finish, progress, report
 
 HELP = "mIoU of label-mask PNGs against ground truth"

@@ -11,7 +11,7 @@ from ..core import dataset
 from ..core.dataset import SplitEntry
 from ..core.overlay import render_overlay
 from ..core.pipeline import SEGMENTATION_METHODS
-from ..core.profiles import DatasetProfile
+from ..core.dataset_profiles import DatasetProfile
 from .common import (add_model_arguments, build_perception, expand_images, finish, profile_from,
                      read_each, report_skipped)
 

@@ -10,7 +10,7 @@ from ..core import TagClip, dataset
 from ..core.crf import CrfSettings, crf_label_mask, require_crf
 from ..core.dataset import SplitEntry
 from ..core.pipeline import SEGMENTATION_METHODS, profile_settings
-from ..core.profiles import DatasetProfile
+from ..core.dataset_profiles import DatasetProfile
 from ..core.segment import ClipEsSegmenter, Segmentation, SegmentationSettings, dmar_segment
 from .common import (add_model_arguments, add_split_arguments, finish, load_model_from, profile_from,
                      read_each, report, report_skipped, tag_overrides)

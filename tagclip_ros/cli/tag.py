@@ -10,7 +10,7 @@ import numpy as np
 
 from ..core import TagClip, dataset, metrics
 from ..core.dataset import SplitEntry
-from ..core.profiles import DatasetProfile
+from ..core.dataset_profiles import DatasetProfile
 from .common import (add_model_arguments, add_split_arguments, build_classifier, classify_each,
                      expand_images, finish, profile_from, report, report_skipped, tag_settings)
 

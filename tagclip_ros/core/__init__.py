@@ -15,7 +15,7 @@ _EXPORTS = {
     "LoadedModel": "loading", "WeightsError": "loading", "load_model": "loading",
     "Tag": "tagclip", "TagClip": "tagclip", "TagClipSettings": "tagclip", "TagResult": "tagclip",
     "TextFeatureCache": "text", "default_cache_dir": "text",
-    "Vocabulary": "vocab", "BUILTIN": "profiles", "load_vocabulary": "profiles",
+    "Vocabulary": "vocab", "BUILTIN": "dataset_profiles", "load_vocabulary": "dataset_profiles",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .loading import LoadedModel
 from .pipeline import Perception
-from .profiles import DatasetProfile
+from .dataset_profiles import DatasetProfile
 from .segment import dmar_segment
 from .tagclip import TagResult
 from .text import TextFeatureCache

@@ -15,7 +15,7 @@ import numpy as np
 from .image import model_input_size
 from .loading import LoadedModel
 from .profile import NO_TIMER, StageTimer
-from .profiles import DatasetProfile
+from .dataset_profiles import DatasetProfile
 from .segment import ClipEsSegmenter, Segmentation, SegmentationSettings, Trunk, dmar_segment
 from .tagclip import TagClip, TagClipSettings, TagResult
 from .text import TextFeatureCache

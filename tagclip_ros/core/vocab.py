@@ -2,8 +2,8 @@
 
 A `Vocabulary` is what TagCLIP scores: foreground names (reported, in order; class id i + 1 in
 label masks) and background names (scored so that "sky" or "wall" can win a patch, never
-reported). The VOC and COCO name lists below are the paper's; core/profiles.py bundles them, with
-COCO-Stuff's, into the dataset profiles that `load_vocabulary` resolves.
+reported). The VOC and COCO name lists below are the paper's; core/dataset_profiles.py bundles
+them, with COCO-Stuff's, into the dataset profiles that `load_vocabulary` resolves.
 """
 from __future__ import annotations
 

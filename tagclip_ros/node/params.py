@@ -13,18 +13,20 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE
-from ..core.profiles import BUILTIN, PROFILE_ESCAPE, PROFILES, DatasetProfile, affinity_start, select_profile
+from ..core.dataset_profiles import (BUILTIN, PROFILE_ESCAPE, PROFILES, DatasetProfile, affinity_start,
+                                     select_profile)
 
 RUNTIME = "changeable at runtime"
-PROFILE_DEFAULT = -1.0  # a threshold parameter's value that takes the profile's
-PROFILE_PARAMETERS = frozenset({"vocabulary", "background", "tag_threshold", "candidate_threshold",
-                                "affinity_blocks", "segmentation.background_power"})
 CONFIGURE = "read at configure time"
 ACTIVATE = "read at activate time"
 # Parameters naming a file or folder the node reads or writes: nothing on the ROS graph may point
 # the node at another file, so rclpy refuses remote changes ("Trying to set a read-only
 # parameter"); a value can still be given at start (command line, params file, launch).
 FIXED = "fixed at start: read-only, as it names a file or folder the node reads or writes"
+PROFILE_DEFAULT = -1.0  # a threshold parameter's value that takes the profile's
+# Parameters whose change re-applies the profile with its overrides (`overrides_from`).
+PROFILE_PARAMETERS = frozenset({"vocabulary", "background", "tag_threshold", "candidate_threshold",
+                                "affinity_blocks", "segmentation.background_power"})
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from tagclip_ros.core import TagClip, TextFeatureCache, load_model, load_vocabulary, read_image
 from tagclip_ros.core.deviation import measure
-from tagclip_ros.core.profiles import PROFILES
+from tagclip_ros.core.dataset_profiles import PROFILES
 from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.core.segment import ClipEsSegmenter
 

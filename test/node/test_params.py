@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from tagclip_ros.core.profiles import PROFILES
+from tagclip_ros.core.dataset_profiles import PROFILES
 from tagclip_ros.node.params import PARAMETERS, overrides_from, profile_from, rejection_reason
 
 from ..conftest import REPO

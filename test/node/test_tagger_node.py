@@ -22,7 +22,7 @@ from vision_msgs.msg import Classification, LabelInfo
 
 from tagclip_ros.core import TextFeatureCache, load_model, load_vocabulary, read_image
 from tagclip_ros.core.pipeline import Perception
-from tagclip_ros.core.profiles import PROFILES
+from tagclip_ros.core.dataset_profiles import PROFILES
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
 
