@@ -205,16 +205,16 @@ def test_overlay_is_published_and_drawn_only_while_subscribed(ros, raw_tagger):
     rgb = chelsea()
     camera, frame = Camera(ros, "/raw/camera"), rgb_to_image(rgb, Header())
 
-    def settled(stamp) -> dict:
-        """/diagnostics once it counts the frame of `stamp` (processed, after its tags)."""
+    def settled(sec: int) -> dict:
+        """/diagnostics once it counts a frame sent now (processed, after its tags)."""
         processed = int(wait_until(lambda: diagnostics_values(diagnostics, "/raw"), 30, "diagnostics")
                         ["frames_processed"])
-        answer_for(tags, stamp, resend=lambda: camera.send(frame, stamp.sec))
+        answer_for(tags, camera.send(frame, sec), resend=lambda: camera.send(frame, sec))
         return wait_until(lambda: (v := diagnostics_values(diagnostics, "/raw"))
                           and int(v["frames_processed"]) > processed and v, 30, "frame counted")
 
-    before = int(settled(camera.send(frame, 3100))["overlays_drawn"])
-    unwatched = settled(camera.send(frame, 3101))
+    before = int(settled(3100)["overlays_drawn"])
+    unwatched = settled(3101)
     assert int(unwatched["overlays_drawn"]) == before  # nobody watches: nothing drawn
     overlays = ros.collect(Image, "/raw/overlay")
     stamp = camera.send(frame, 3102)
