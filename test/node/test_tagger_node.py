@@ -99,8 +99,10 @@ def test_vision_msgs_classification_and_label_info(ros, raw_tagger):
     process, info = raw_tagger
     tags = ros.collect(TagArray, "/raw/tags")
     classifications = ros.collect(Classification, "/raw/classification")
-    stamp = Camera(ros, "/raw/camera").send(rgb_to_image(chelsea(), Header()), 1500, 42)
-    classification, tag_array = answer_for(classifications, stamp), answer_for(tags, stamp)
+    camera, frame = Camera(ros, "/raw/camera"), rgb_to_image(chelsea(), Header())
+    stamp = camera.send(frame, 1500, 42)
+    classification = answer_for(classifications, stamp, resend=lambda: camera.send(frame, 1500, 42))
+    tag_array = answer_for(tags, stamp)
     assert classification.header == tag_array.header == Header(stamp=stamp, frame_id="camera_optical")
     assert classification.results  # at least the top class
     assert [(h.class_id, np.float32(h.score)) for h in classification.results] == \
@@ -126,14 +128,14 @@ def test_runtime_vocabulary_change_and_rejections(ros, raw_tagger):
     frame = rgb_to_image(chelsea(), Header())
     try:
         assert set_vocabulary(ros, "/raw", ["cat", "dog", "robot"]).successful
-        answer = answer_for(tags, camera.send(frame, 2000))
+        answer = answer_for(tags, camera.send(frame, 2000), resend=lambda: camera.send(frame, 2000))
         assert len(answer.scores) == 3 and {t.label for t in answer.tags} <= {"cat", "dog", "robot"}
         wait_until(lambda: len(info[-1].class_map) == 4, 10, "label_info re-sent")
         for names, reason in (([], "empty"), (["cat", "cat"], "more than once"),
                               (["cat", ""], "blank")):
             result = set_vocabulary(ros, "/raw", names)
             assert not result.successful and reason in result.reason
-        answer = answer_for(tags, camera.send(frame, 2001))
+        answer = answer_for(tags, camera.send(frame, 2001), resend=lambda: camera.send(frame, 2001))
         assert len(answer.scores) == 3  # the old vocabulary keeps working
     finally:
         assert set_vocabulary(ros, "/raw", list(load_vocabulary("voc").classes)).successful
@@ -146,11 +148,12 @@ def test_runtime_threshold_change(ros, raw_tagger):
     request = SetParameters.Request(parameters=[Parameter("tag_threshold", value=0.0).to_parameter_msg()])
     try:
         assert ros.call(SetParameters, "/raw/tagclip_tagger/set_parameters", request).results[0].successful
-        answer = answer_for(tags, camera.send(rgb_to_image(chelsea(), Header()), 2500))
+        frame = rgb_to_image(chelsea(), Header())
+        answer = answer_for(tags, camera.send(frame, 2500), resend=lambda: camera.send(frame, 2500))
         assert len(answer.tags) == len(answer.scores) - 1  # every class above the minimum
         wait_until(lambda: info[-1].threshold == 0.0, 10, "label_info with the new threshold")
     finally:
-        request.parameters[0].value.double_value = 0.5
+        request.parameters[0].value.double_value = -1.0  # the default: the profile's
         assert ros.call(SetParameters, "/raw/tagclip_tagger/set_parameters", request).results[0].successful
 
 
@@ -159,9 +162,14 @@ def test_compressed_input_matches_raw_input_of_the_decoded_image(ros, raw_tagger
     jpeg_tags = ros.collect(TagArray, "/jpeg/tags")
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(chelsea(), cv2.COLOR_RGB2BGR))
     decoded = cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    from_jpeg = answer_for(jpeg_tags, Camera(ros, "/jpeg/camera/compressed", CompressedImage).send(
-        CompressedImage(format="jpeg", data=jpeg.tobytes()), 3000))
-    from_raw = answer_for(raw_tags, Camera(ros, "/raw/camera").send(rgb_to_image(decoded, Header()), 3000))
+    jpeg_camera, jpeg_frame = (Camera(ros, "/jpeg/camera/compressed", CompressedImage),
+                               CompressedImage(format="jpeg", data=jpeg.tobytes()))
+    raw_camera, raw_frame = Camera(ros, "/raw/camera"), rgb_to_image(decoded, Header())
+    # sent again while unanswered: on a loaded machine a best-effort frame can be lost
+    from_jpeg = answer_for(jpeg_tags, jpeg_camera.send(jpeg_frame, 3000),
+                           resend=lambda: jpeg_camera.send(jpeg_frame, 3000))
+    from_raw = answer_for(raw_tags, raw_camera.send(raw_frame, 3000),
+                          resend=lambda: raw_camera.send(raw_frame, 3000))
     np.testing.assert_allclose(from_jpeg.scores, from_raw.scores, rtol=0, atol=1e-6)
     assert [t.label for t in from_jpeg.tags] == [t.label for t in from_raw.tags]
 
@@ -263,9 +271,10 @@ def test_bad_frames_are_skipped_and_logged(ros, raw_tagger, jpeg_tagger):
     for i, frame in enumerate(bad_frames):
         counted(diagnostics, "/raw", base["/raw"] + i + 1, lambda: raw.send(frame, 4000 + i))
     counted(diagnostics, "/jpeg", base["/jpeg"] + 1, lambda: jpeg.send(corrupt, 4100))
-    assert answer_for(raw_tags, raw.send(good, 4200))
+    assert answer_for(raw_tags, raw.send(good, 4200), resend=lambda: raw.send(good, 4200))
     ok, encoded = cv2.imencode(".jpg", chelsea())
-    assert answer_for(jpeg_tags, jpeg.send(CompressedImage(format="jpeg", data=encoded.tobytes()), 4201))
+    intact = CompressedImage(format="jpeg", data=encoded.tobytes())
+    assert answer_for(jpeg_tags, jpeg.send(intact, 4201), resend=lambda: jpeg.send(intact, 4201))
     assert "skipping frame" in raw_tagger[0].log() and "skipping frame" in jpeg_tagger[0].log()
     assert "Traceback" not in raw_tagger[0].log() + jpeg_tagger[0].log()
 
