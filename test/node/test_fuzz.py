@@ -284,20 +284,26 @@ def test_compressed_frames_decode_or_raise_frame_error(case: CompressedCase):
 
 
 # Decodes one compressed frame in a fresh interpreter and prints the outcome and how far that
-# frame raised the process's peak memory (KiB): a fresh process, so that the peak is this
-# frame's own, not a high-water mark left by earlier tests.
+# frame raised the process's peak memory (KiB): the peak of the new process's own memory map
+# (VmHWM; ru_maxrss would carry the forking test process's peak across the exec), so that it
+# is this frame's, not a high-water mark left by earlier tests.
 DECODE_ONE = """
-import resource, sys
+import re, sys
 from sensor_msgs.msg import CompressedImage
 from tagclip_ros.node.conversions import FrameError, compressed_to_rgb
+
+def peak_kib():
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1))
+
 data = open(sys.argv[1], "rb").read()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kib()
 try:
     compressed_to_rgb(CompressedImage(format=sys.argv[2], data=data))
     outcome = "decoded"
 except FrameError as exc:
     outcome = "refused: " + str(exc)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, outcome)
+print(peak_kib() - before, outcome)
 """
 
 
