@@ -6,7 +6,9 @@ and no camera driver. `source` is a folder, an image or video file (any format O
 `/dev/videoN` or a camera index (see `core.frames`). Once someone subscribes, it publishes a frame
 per tick of `rate` Hz, raw rgb8 on `image` or JPEG on `image/compressed`, stamped with the node
 clock's current time and `frame_id`. With `paced`, a frame goes out only once the previous one's
-tags came back (or 30 s passed). With `loop`, a folder or video starts again at its end; without,
+tags came back (or 30 s passed); until then it is sent again, with the same header, every
+`resend_after` s: a best-effort subscriber that has not yet matched this publisher drops what it
+gets, and the tagger answers a repeated header only once. With `loop`, a folder or video starts again at its end; without,
 the node exits after one pass, when the last tags are in (`paced`) or every subscriber has
 acknowledged every frame. The tags received for each frame are printed as they arrive.
 """
@@ -17,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -32,8 +35,10 @@ from std_msgs.msg import Header
 from ..core.frames import Frame, SourceError, open_source, stream
 from ..msg import TagArray
 from .conversions import rgb_to_image
+from .param_checks import given_at_start, type_reason, unknown_parameter_warnings
 
 PACE_TIMEOUT_S = 30.0
+RESEND_AFTER_S = 2.0
 ACK_TIMEOUT_S = 10.0
 MAX_PENDING = 100  # stamps remembered for printing tags; bounds memory when nobody answers
 DEFAULT_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -50,26 +55,43 @@ class Settings:
     paced: bool
     compressed: bool
     frame_id: str
+    resend_after: float
+
+
+# The parameters and their defaults, whose type each value must have (a whole number is also a
+# number: `rate:=5`); `source` is text or a camera index (`source:=0`).
+PARAMETERS = {"source": "", "folder": "", "once": False, "rate": 2.0, "resend_after": RESEND_AFTER_S,
+              "loop": True, "paced": True, "compressed": False, "frame_id": "camera"}
 
 
 def declare_settings(node: Node) -> Settings:
     """Declare and check the parameters; a bad value raises ValueError with one sentence.
     `folder` (alias of `source`) and `once` (= `loop:=false`) are kept for older command lines."""
-    any_type = ParameterDescriptor(dynamic_typing=True)  # `source:=0`, `rate:=5` arrive as ints
-    source = str(node.declare_parameter("source", "", any_type).value)
-    folder = str(node.declare_parameter("folder", "").value)
+    value = {name: node.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True)).value
+             for name, default in PARAMETERS.items()}  # typed here, with a sentence, not by rclpy
+    for name, default in PARAMETERS.items():
+        reason = type_reason(name, value[name], default)
+        if reason and not (name == "source" and type(value[name]) is int):  # a camera index
+            raise ValueError(reason)
+    source, folder, once = str(value["source"]), value["folder"], value["once"]
     if source and folder and source != folder:
         raise ValueError("give the images as `source` only (`folder` is its old name)")
-    once = node.declare_parameter("once", False).value
-    rate = node.declare_parameter("rate", 2.0, any_type).value
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
-            math.isfinite(rate) and rate > 0):
+    rate = value["rate"]
+    if not is_number(rate) or rate <= 0:
         raise ValueError(f"rate must be a positive number of frames per second, not {rate!r}")
+    resend_after = value["resend_after"]
+    if not is_number(resend_after) or resend_after < 0:
+        raise ValueError(f"resend_after must be a number of seconds (0: never resend), "
+                         f"not {resend_after!r}")
     return Settings(source=source or folder or DEFAULT_SOURCE, rate=float(rate),
-                    loop=node.declare_parameter("loop", True).value and not once,
-                    paced=node.declare_parameter("paced", True).value,
-                    compressed=node.declare_parameter("compressed", False).value,
-                    frame_id=node.declare_parameter("frame_id", "camera").value)
+                    loop=value["loop"] and not once, paced=value["paced"],
+                    compressed=value["compressed"], frame_id=value["frame_id"],
+                    resend_after=float(resend_after))
+
+
+def is_number(value: object) -> bool:
+    """Whether a parameter's value is a finite int or float (a bool is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class ImageSource(Node):
@@ -78,12 +100,16 @@ class ImageSource(Node):
 
     def __init__(self) -> None:
         super().__init__("tagclip_image_source")
+        for warning in unknown_parameter_warnings(given_at_start(self), PARAMETERS):
+            self.get_logger().warning(warning)
         self.settings = declare_settings(self)
         self.source = open_source(self.settings.source, self.get_logger().warning)
         self.frames = stream(self.source, self.settings.loop)
         self.exit_code: int | None = None
         self.sent: dict[tuple[int, int], str] = {}
-        self.last_sent = 0.0
+        self.answered: deque[tuple[int, int]] = deque(maxlen=MAX_PENDING)
+        self.first_sent = self.last_sent = 0.0  # when the last frame went out, and last again
+        self.last_msg: Image | CompressedImage | None = None  # kept for resending (paced)
         if self.settings.compressed:
             self.publisher = self.create_publisher(CompressedImage, "image/compressed", 10)
         else:
@@ -111,28 +137,35 @@ class ImageSource(Node):
         self._publish(frame)
 
     def _waiting_for_tags(self) -> bool:
-        """With `paced`: true while the last frame's tags are due; gives up on them after 30 s."""
+        """With `paced`: true while the last frame's tags are due, sending that frame again
+        every `resend_after` s; gives up on them after 30 s."""
         if not (self.settings.paced and self.sent):
             return False
-        if time.monotonic() - self.last_sent < PACE_TIMEOUT_S:
-            return True
-        self.get_logger().warning(f"no tags within {PACE_TIMEOUT_S:.0f} s for "
-                                  f"{', '.join(self.sent.values())}; going on")
-        self.sent.clear()
-        return False
+        now = time.monotonic()
+        if now - self.first_sent >= PACE_TIMEOUT_S:
+            self.get_logger().warning(f"no tags within {PACE_TIMEOUT_S:.0f} s for "
+                                      f"{', '.join(self.sent.values())}; going on")
+            self.sent.clear()
+            return False
+        resend = self.settings.resend_after
+        if resend and self.last_msg is not None and now - self.last_sent >= resend:
+            self.publisher.publish(self.last_msg)  # same header: answered once
+            self.last_sent = now
+        return True
 
     def _publish(self, frame: Frame) -> None:
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.settings.frame_id)
         self.sent[(header.stamp.sec, header.stamp.nanosec)] = frame.name
         if len(self.sent) > MAX_PENDING:
             del self.sent[next(iter(self.sent))]
-        self.last_sent = time.monotonic()
         if self.settings.compressed:
             _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
             msg = CompressedImage(header=header, format="jpeg", data=jpeg.tobytes())
-            self.publisher.publish(msg)
         else:
-            self.publisher.publish(rgb_to_image(frame.rgb, header))
+            msg = rgb_to_image(frame.rgb, header)
+        self.publisher.publish(msg)
+        self.first_sent = self.last_sent = time.monotonic()
+        self.last_msg = msg if self.settings.paced else None
 
     def _finish(self) -> None:
         """End of a single pass: make sure subscribers got every frame, then exit."""
@@ -142,7 +175,11 @@ class ImageSource(Node):
         self.exit_code = 0
 
     def _on_tags(self, msg: TagArray) -> None:
-        name = self.sent.pop((msg.header.stamp.sec, msg.header.stamp.nanosec), "?")
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if stamp in self.answered:  # a resent frame answered again (by a tagger that repeats)
+            return
+        self.answered.append(stamp)
+        name = self.sent.pop(stamp, "?")
         tags = ", ".join(f"{t.label} ({t.score:.4f})" for t in msg.tags)
         print(f"{name}: {tags}", flush=True)
 

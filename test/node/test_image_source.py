@@ -149,7 +149,8 @@ def test_paced_sends_a_frame_only_once_the_last_ones_tags_came_back(ros, video, 
     received = Received(ros, Image, "/paced/image")
     answers = ros.node.create_publisher(TagArray, "/paced/tags", RELIABLE)
     log = str(tmp_path / "source.log")
-    process = start("/paced", log, source=video, loop="false", paced="true", rate=RATE)
+    process = start("/paced", log, source=video, loop="false", paced="true", rate=RATE,
+                    resend_after=0)  # held-back tags: no resend may count as a next frame
     try:
         wait_until(lambda: answers.get_subscription_count() > 0, START_S,
                    "image_source's tags subscriber")
@@ -168,3 +169,34 @@ def test_paced_sends_a_frame_only_once_the_last_ones_tags_came_back(ros, video, 
     assert [frame_index(image_to_rgb(m)) for m, _ in received.items] == list(range(FRAMES))
     printed = [line for line in read(log).splitlines() if ": f" in line]
     assert [line.rsplit(": ", 1)[1] for line in printed] == [f"f{i} (0.5000)" for i in range(FRAMES)]
+
+
+def test_an_unanswered_frame_is_sent_again_until_its_tags_come_back(ros, video, tmp_path):
+    """A best-effort tagger may drop the first frame it gets before it has matched the source.
+    This test answers as the tagger would but drops the first frame it receives, and answers a
+    frame again each time it comes: the source resends the dropped one with its header (no
+    30 s stall) and prints each frame's tags once."""
+    from tagclip_ros.msg import Tag, TagArray
+    received = Received(ros, Image, "/resent/image")
+    answers = ros.node.create_publisher(TagArray, "/resent/tags", RELIABLE)
+
+    def answer(msg: Image) -> None:
+        if len(received) > 1:
+            index = frame_index(image_to_rgb(msg))
+            answers.publish(TagArray(header=msg.header, scores=[0.5],
+                                     tags=[Tag(class_id=1, label=f"f{index}", score=0.5)]))
+    ros.node.create_subscription(Image, "/resent/image", answer, RELIABLE)
+    log = str(tmp_path / "source.log")
+    process = start("/resent", log, source=video, loop="false", rate=RATE, resend_after=0.3)
+    try:
+        wait_until(lambda: process.poll() is not None, START_S, "image_source to finish its pass")
+    finally:
+        code = stop(process)
+    assert code == 0, read(log)
+    assert "going on" not in read(log)
+    printed = [line for line in read(log).splitlines() if ": f" in line]
+    assert [line.rsplit(": ", 1)[1] for line in printed] == [f"f{i} (0.5000)" for i in range(FRAMES)]
+    first = received.items[0][0]
+    copies = [m for m, _ in received.items if m.header == first.header]
+    assert len(copies) >= 2 and all(bytes(m.data) == bytes(first.data) for m in copies)
+    assert [frame_index(image_to_rgb(m)) for m, _ in received.items][-1] == FRAMES - 1

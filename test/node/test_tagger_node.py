@@ -191,11 +191,27 @@ def diagnostics_values(messages: list, namespace: str) -> dict[str, str] | None:
     return None
 
 
+def test_a_frame_sent_again_with_the_same_header_is_answered_once(ros, raw_tagger):
+    """image_source sends an unanswered frame again (a best-effort subscription may not have
+    matched it yet); the node answers each header once, so a resend costs no second frame."""
+    tags = ros.collect(TagArray, "/raw/tags")
+    camera, frame = Camera(ros, "/raw/camera"), rgb_to_image(chelsea(), Header())
+    first = answer_for(tags, camera.send(frame, 3070), resend=lambda: camera.send(frame, 3070))
+    camera.send(frame, 3070)  # again, after its answer: a resend
+    answer_for(tags, camera.send(frame, 3071), resend=lambda: camera.send(frame, 3071))
+    assert [m.header.stamp.sec for m in tags if m.header.stamp.sec == 3070] == [3070], first
+    unstamped = [m for m in tags if m.header.stamp.sec == 0]
+    camera.send(frame, 0)
+    camera.send(frame, 0)  # an unset stamp is never taken for a resend
+    wait_until(lambda: len([m for m in tags if m.header.stamp.sec == 0]) >= len(unstamped) + 2, ANSWER_S,
+               "both unstamped frames answered")
+
+
 def test_diagnostics_name_device_precision_model_latency_and_vocabulary(ros, raw_tagger):
     diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
     tags = ros.collect(TagArray, "/raw/tags")
     camera, frame = Camera(ros, "/raw/camera"), rgb_to_image(chelsea(), Header())
-    answer_for(tags, camera.send(frame, 3000), resend=lambda: camera.send(frame, 3000))
+    answer_for(tags, camera.send(frame, 3050), resend=lambda: camera.send(frame, 3050))
 
     def after_a_frame() -> dict | None:
         values = diagnostics_values(diagnostics, "/raw")
@@ -225,8 +241,15 @@ def test_overlay_is_published_and_drawn_only_while_subscribed(ros, raw_tagger):
     unwatched = settled(3101)
     assert int(unwatched["overlays_drawn"]) == before  # nobody watches: nothing drawn
     overlays = ros.collect(Image, "/raw/overlay")
-    stamp = camera.send(frame, 3102)
-    overlay = answer_for(overlays, stamp, resend=lambda: camera.send(frame, 3102))  # once matched
+    # A new frame every RESEND_S until the node's overlay publisher has matched this subscription
+    # (the node answers a frame once: the same stamp again would be a resend).
+    sent = [camera.send(frame, 3102).sec, time.monotonic()]
+
+    def first_overlay() -> Image | None:
+        if not overlays and time.monotonic() - sent[1] > RESEND_S:
+            sent[:] = [camera.send(frame, sent[0] + 1).sec, time.monotonic()]
+        return overlays[0] if overlays else None
+    overlay = wait_until(first_overlay, ANSWER_S, "an overlay")
     assert (overlay.height, overlay.width, overlay.encoding) == (*rgb.shape[:2], "rgb8")
     drawn = np.frombuffer(bytes(overlay.data), np.uint8).reshape(rgb.shape)
     assert np.mean(np.any(drawn != rgb, axis=2)) > 0.2  # the mask's tint and the tags' legend
