@@ -92,8 +92,8 @@ setup(
     packages=find_packages(include=["tagclip_ros", "tagclip_ros.*"]),
     entry_points={"console_scripts": [
         "tagclip = tagclip_ros.cli:main",
-        "tagger_node = tagclip_ros.node.main:main",
-        "image_source = tagclip_ros.node.image_source:main",
+        "tagger_node = tagclip_ros.node.commands:tagger_node",
+        "image_source = tagclip_ros.node.commands:image_source",
     ]},
     zip_safe=False,
     cmdclass={"sdist": SdistWithMetadataSources},

@@ -1,0 +1,49 @@
+"""The `tagger_node` and `image_source` executables.
+
+Both need ROS 2 (rclpy, the standard messages) and this package's generated messages on the
+path, which a shell has only after sourcing an environment. Each executable checks that first,
+so that a shell without it gets one sentence saying what to source instead of a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# What each executable imports before it starts, in the order a missing one is named.
+NEEDED = ("rclpy", "sensor_msgs.msg", "vision_msgs.msg", "tagclip_ros.msg")
+SOURCE_HINT = ("source the environment first: `. scripts/ros_env.sh .venv install` in this "
+               "repository, or `source install/setup.bash` in a colcon workspace")
+
+
+def missing_module() -> str | None:
+    """The first of NEEDED that cannot be imported, or None when all can."""
+    for name in NEEDED:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name
+    return None
+
+
+def ros_ready(program: str) -> bool:
+    """Whether ROS 2 and the messages import; if not, say what to do on stderr."""
+    missing = missing_module()
+    if missing:
+        print(f"{program}: cannot import {missing}; {SOURCE_HINT}", file=sys.stderr)
+    return missing is None
+
+
+def tagger_node() -> int:
+    """Run the tagger node (see `node.main`); status 2 when ROS 2 is not on the path."""
+    if not ros_ready("tagger_node"):
+        return 2
+    from .main import main
+    return main()
+
+
+def image_source() -> int:
+    """Run the image source (see `node.image_source`); status 2 when ROS 2 is not on the path."""
+    if not ros_ready("image_source"):
+        return 2
+    from .image_source import main
+    return main()
