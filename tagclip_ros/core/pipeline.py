@@ -8,6 +8,7 @@ the whole image and masks come back at its size.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,17 +94,25 @@ class Perception:
         return self.segmenter.shares_trunk(self.tagger.loaded, (size[0] // patch, size[1] // patch))
 
     def run(self, rgb: np.ndarray, segmentation: str | None = "clipes",
-            timer: StageTimer = NO_TIMER) -> Perceived:
+            timer: StageTimer = NO_TIMER,
+            select: Callable[[TagResult], TagResult] | None = None) -> Perceived:
         """Tags for `rgb`, and a label mask by `segmentation` (clipes, dmar, or None for none);
-        `timer` times the stages (TagCLIP's, then clipes or dmar_masks)."""
+        `timer` times the stages (TagCLIP's, then clipes or dmar_masks). `select`, if given,
+        replaces TagCLIP's result before the mask is made (stable tags over a stream): the mask
+        is then of its tags, all background when it has none."""
         if segmentation not in (None, *SEGMENTATION_METHODS):
             raise ValueError(f"segmentation method {segmentation!r} is not one of "
                              f"{', '.join(SEGMENTATION_METHODS)}")
         start = time.perf_counter()
         recorder = self.segmenter.trunk_recorder() if self._shares_trunk(rgb, segmentation) else None
         result = self.tagger.classify(rgb, recorder, timer)
+        if select is not None:
+            result = select(result)
         segmented = None
-        if segmentation == "clipes":
+        if segmentation is not None and not result.tags:
+            segmented = Segmentation([], np.zeros((0, *result.grid), np.float32),
+                                     np.zeros(rgb.shape[:2], np.uint16))
+        elif segmentation == "clipes":
             trunk = Trunk(result.last_block_input, recorder) if recorder else None
             with timer.stage("clipes"):
                 segmented = self.segmenter.segment(rgb, [t.index for t in result.tags], trunk)

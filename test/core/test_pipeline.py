@@ -3,6 +3,7 @@ model input needs anyway, tags and masks still describe the whole image (masks a
 and the explicit attention maps are computed exactly as the official materialised code does."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -18,7 +19,7 @@ from tagclip_ros.core.image import (DEFAULT_MAX_INPUT_SIDE, downscale_note, mode
                                     prepare_image)
 from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.core.segment import (MASK_BAND_ROWS, SegmentationSettings, TOKENS_PER_PASS,
-                                      label_mask, tags_per_pass, upsample_maps)
+                                      dmar_segment, label_mask, tags_per_pass, upsample_maps)
 from tagclip_ros.core.vit import VisionTower, self_only_mask
 
 from ..conftest import IMAGES
@@ -111,6 +112,27 @@ def test_masks_of_a_large_image_come_back_at_its_size(loaded, text_cache, large_
     np.testing.assert_array_equal(big.cams, cams)
     np.testing.assert_array_equal(big.mask, label_mask(cams, big.class_indices, 1.0))
     assert set(np.unique(big.mask)) <= {0} | {i + 1 for i in big.class_indices}
+
+
+@pytest.mark.parametrize("method", ["clipes", "dmar"])
+def test_selected_tags_decide_the_mask(loaded, text_cache, large_image, method):
+    """`select` (stable tags over a stream) replaces TagCLIP's tags before the mask: the mask is
+    the one of the selected tags, and all background when none is selected."""
+    _, rgb = large_image
+    perception = Perception(loaded, load_vocabulary("voc"), text_cache=text_cache)
+    plain = perception.run(rgb, method)
+    chosen = plain.tags.tags[-1:]
+    kept = perception.run(rgb, method, select=lambda r: dataclasses.replace(r, tags=chosen))
+    assert kept.tags.tags == chosen and kept.segmentation.class_indices == [chosen[0].index]
+    if method == "clipes":
+        direct = perception.segmenter.segment(rgb, [chosen[0].index])
+    else:
+        direct = dmar_segment(plain.tags, rgb.shape[:2], perception.segmenter.settings, [chosen[0].index])
+    np.testing.assert_array_equal(kept.segmentation.mask, direct.mask)
+    empty = perception.run(rgb, method, select=lambda r: dataclasses.replace(r, tags=[]))
+    assert empty.segmentation.class_indices == [] and empty.segmentation.mask.shape == rgb.shape[:2]
+    assert not empty.segmentation.mask.any()
+    assert perception.run(rgb, None, select=lambda r: dataclasses.replace(r, tags=[])).segmentation is None
 
 
 def test_gradient_passes_take_fewer_copies_of_large_images_only():
