@@ -31,12 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(f".{module_name}", __name__)
         except ModuleNotFoundError as exc:  # e.g. open_clip: `doctor` must still run and say so
             sub = verbs.add_parser(name, help=f"(unavailable: {exc.name} is not installed)")
-            sub.set_defaults(run=missing_package(name, exc.name))
+            sub.set_defaults(run=missing_package(name, exc.name), usage_error=sub.error)
             sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             continue
         sub = verbs.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", None))
         module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, usage_error=sub.error)  # a wrong flag: the verb's usage
     return parser
 
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and (not hasattr(args, "images") or any(e.startswith("-") for e in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.usage_error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.images += extra  # image paths given after the options
     try:

@@ -15,7 +15,8 @@ DESCRIPTION = ("Writes OUT, a rosbag2 in IN's storage format holding every messa
                "in its namespace (/robot/cam/image_raw -> /robot/cam/...): tags, "
                "classification, label_mask (unless --no-masks), label_info and, with "
                "--overlay, overlay; each with its image's header and log time. Frames that "
-               "cannot be decoded are reported, counted and skipped (exit code 1).")
+               "cannot be decoded are reported (topic, log time, reason), counted and skipped "
+               "(exit code 1).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,23 +43,24 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    profile = profile_from(args)  # a bad vocabulary is said before anything is read or loaded
     check_paths(args)
     try:
         from ..node.bags import BagError, BagOptions, BagTagger
     except ImportError as exc:
         raise ValueError(f"tagclip bag needs ROS 2 Python and this package's messages ({exc}); "
                          "source your ROS 2 workspace, or `. scripts/ros_env.sh .venv install`") from None
-    perception = build_perception(args, profile_from(args))
+    perception = build_perception(args, profile)
     options = BagOptions(None if args.no_masks else args.method, args.overlay, args.topics)
     bars: list[tqdm] = []  # made once the image topics are known, so errors come alone
 
     def on_start(total: int) -> None:
         bars.append(tqdm(total=total, desc="bag", unit="frame"))
 
-    def on_frame(problem: str | None) -> None:
+    def on_frame(bad: str | None) -> None:
         bars[0].update()
-        if problem:
-            report(f"skipping frame: {problem}")
+        if bad:
+            report(f"skipping frame: {bad}")
     try:
         result = BagTagger(perception, options).run(args.bag, args.out, on_start, on_frame)
     except BagError as exc:

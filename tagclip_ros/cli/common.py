@@ -58,8 +58,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_vocab_argument(parser: argparse._ActionsContainer) -> None:
     """--vocab: a dataset profile or a vocabulary of one's own."""
     parser.add_argument("--vocab", default="voc",
-                        help=f"dataset profile ({', '.join(PROFILES)}: classes, background and "
-                        "settings of the paper's benchmark), a names file, or 'a,b,c'")
+                        help=f"dataset profile ({', '.join(PROFILES)}, any case: classes, background "
+                        "and settings of the paper's benchmark), a names file, 'a,b,c', or '=name' "
+                        "for the one class name")
 
 
 def unit_interval(text: str) -> float:

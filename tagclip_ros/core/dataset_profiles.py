@@ -13,13 +13,14 @@ in a mode of its own. A `DatasetProfile` bundles what a benchmark sets:
   map to its 171 classes) and the class sets masks are scored in (COCO-Stuff: 171 fine and the
   paper's 27 coarse classes).
 
-`voc`, `coco` and `cocostuff` are built in; any other vocabulary (a names file or "a,b,c")
-gets a custom profile with the VOC/COCO settings. The CLI, the node, bags, `Perception` and the
-benchmarks all resolve vocabularies here.
+`voc`, `coco` and `cocostuff` are built in (named in any case); any other vocabulary (a names
+file, "a,b,c", or "=name" for one class) gets a custom profile with the VOC/COCO settings. The
+CLI, the node, bags, `Perception` and the benchmarks all resolve vocabularies here.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,21 +142,48 @@ PROFILES: dict[str, DatasetProfile] = {
 }
 BUILTIN: dict[str, Vocabulary] = {name: p.vocabulary for name, p in PROFILES.items()}
 CUSTOM = "custom"
-PROFILE_ESCAPE = "="  # ["=voc"]: the single class "voc", not the VOC profile
+PROFILE_ESCAPE = "="  # ["=voc"], --vocab =voc: the single class "voc", not the VOC profile
+
+
+def profile_named(name: str) -> DatasetProfile | None:
+    """The built-in profile `name` names, in any case (`COCO` is coco), or None."""
+    return PROFILES.get(name.lower())
+
+
+def profile_or_classes(names: Sequence[str]) -> DatasetProfile | tuple[str, ...]:
+    """How a vocabulary given as names reads: the one rule for the node's `vocabulary`,
+    --vocab (split at commas) and the query service. A single name is a profile's, in any case,
+    or, after PROFILE_ESCAPE (`=coco`), the one class it names; a single bare word that is
+    neither is refused (ValueError, one sentence), as it is far likelier a mistyped profile
+    (`vco`) than a one-class vocabulary. Several names are the classes."""
+    if len(names) != 1:
+        return tuple(names)
+    name = names[0]
+    if name.startswith(PROFILE_ESCAPE):
+        return (name[len(PROFILE_ESCAPE):],)
+    profile = profile_named(name)
+    if profile is None:
+        raise ValueError(f"vocabulary {name!r} is not a dataset profile ({', '.join(PROFILES)}); "
+                         f"to tag the single class {name!r}, write {PROFILE_ESCAPE + name!r}")
+    return profile
 
 
 def resolve_profile(spec: str, background: str | None = None) -> DatasetProfile:
-    """The profile `spec` names (voc, coco, cocostuff), or a custom one over the names of a file
-    or "a,b,c" with the VOC/COCO settings. `background` replaces the background names the same
-    way (a profile name, a file, "a,b"; an empty string means none)."""
-    if spec in PROFILES:
-        profile = PROFILES[spec]
+    """The profile --vocab `spec` gives: a profile's name or "=name" (`profile_or_classes`),
+    a names file or "a,b,c" (a custom profile with the VOC/COCO settings; a file that does not
+    exist is an error). `background` replaces the background names the same way (a profile's
+    name, a file, "a,b"; an empty string means none)."""
+    escaped = spec.startswith(PROFILE_ESCAPE)
+    if not escaped and os.path.isfile(spec):
+        found = parse_names(spec)  # a file's names are classes, a single one too
     else:
-        profile = DatasetProfile(CUSTOM, Vocabulary(parse_names(spec)))
+        found = profile_or_classes((spec,) if escaped else parse_names(spec))
+    profile = found if isinstance(found, DatasetProfile) else DatasetProfile(CUSTOM, Vocabulary(found))
     if background is None:
         return profile
-    if background in PROFILES:
-        names = PROFILES[background].vocabulary.background
+    named = profile_named(background)
+    if named is not None:
+        names = named.vocabulary.background
     else:
         names = parse_names(background) if background.strip() else ()
     vocabulary = profile.vocabulary
@@ -164,17 +192,14 @@ def resolve_profile(spec: str, background: str | None = None) -> DatasetProfile:
 
 def select_profile(names: Sequence[str], background: Sequence[str]) -> DatasetProfile:
     """The profile a list of class names and background names selects, as the node's
-    `vocabulary` and `background` parameters give them: a single name that is a profile's
-    (`["cocostuff"]`) selects that profile whole, its background names included; a single
-    PROFILE_ESCAPE + name (`["=coco"]`) is the one class of that name; any other list is a
-    custom profile over those classes and background names (VOC classes keep CLIP-ES's richer
-    prompts)."""
-    if len(names) == 1 and names[0] in PROFILES:
-        return PROFILES[names[0]]
-    if len(names) == 1 and names[0].startswith(PROFILE_ESCAPE) and names[0][1:] in PROFILES:
-        names = [names[0][1:]]
-    prompts = {c: VOC_SEGMENTATION_NAMES[c] for c in names if c in VOC_SEGMENTATION_NAMES}
-    return DatasetProfile(CUSTOM, Vocabulary(tuple(names), tuple(background), prompts))
+    `vocabulary` and `background` parameters give them (`profile_or_classes`): a profile
+    selected whole, its background names included, or a custom profile over the classes and
+    background names (VOC classes keep CLIP-ES's richer prompts)."""
+    found = profile_or_classes(names)
+    if isinstance(found, DatasetProfile):
+        return found
+    prompts = {c: VOC_SEGMENTATION_NAMES[c] for c in found if c in VOC_SEGMENTATION_NAMES}
+    return DatasetProfile(CUSTOM, Vocabulary(found, tuple(background), prompts))
 
 
 def load_vocabulary(spec: str, background: str | None = None) -> Vocabulary:

@@ -114,8 +114,18 @@ def validate_names(names: tuple[str, ...] | list[str], what: str,
 
 
 def parse_names(spec: str) -> tuple[str, ...]:
-    """Names from a file (one per line) or a comma-separated string."""
+    """Names from a file (one per line) or a comma-separated string. A spec that looks like a
+    file name but names no file is refused: read as a class, a mistyped path tags nonsense."""
     if os.path.isfile(spec):
         with open(spec, encoding="utf-8") as f:
             return tuple(line.strip() for line in f if line.strip() and not line.startswith("#"))
+    if looks_like_path(spec):
+        raise ValueError(f"names file {spec!r} does not exist")
     return tuple(part.strip() for part in spec.split(","))
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether a spec without a comma has a folder or a file extension ("lists/robots",
+    "mynames.txt"), as no class name does."""
+    extension = os.path.splitext(spec)[1][1:]
+    return "," not in spec and ("/" in spec or os.sep in spec or extension.isalnum())

@@ -70,6 +70,11 @@ def output_namespace(topic: str) -> str:
     return "/" + "/".join(parts[:-1]) if len(parts) > 1 else ""
 
 
+def log_time_text(log_time: int) -> str:
+    """A log time in nanoseconds as seconds to the nanosecond, as `ros2 bag info` shows them."""
+    return f"{log_time // 10**9}.{log_time % 10**9:09d} s"
+
+
 def image_topics(connections: Iterable[Connection], requested: list[str] | None) -> dict[str, str]:
     """Image topic → output namespace: every Image/CompressedImage topic, or the `requested`
     ones; BagError for a requested topic that is missing or holds no images, and for two
@@ -159,7 +164,7 @@ class BagTagger:
         named after `target`) and moved into place when complete, so no half-written bag is
         ever left under that name; a killed run's `target`.partial is discarded by the next.
         `on_start` gets the number of image messages; `on_frame` is called once per image
-        message with None or the reason it was skipped."""
+        message with None or, for a skipped frame, its topic, log time and reason."""
         target = os.path.normpath(target)
         staging = target + PARTIAL_SUFFIX
         shutil.rmtree(staging, ignore_errors=True)
@@ -196,7 +201,8 @@ class BagTagger:
             problem = ("the message cannot be deserialised (truncated or corrupt)" if msg is None
                        else self._tag_frame(writer, outputs[space], msg, log_time))
             if problem:
-                report.bad.append(f"{connection.topic} at {log_time}: {problem}")
+                problem = f"{connection.topic} at log time {log_time_text(log_time)}: {problem}"
+                report.bad.append(problem)
             else:
                 report.frames += 1
             on_frame(problem)

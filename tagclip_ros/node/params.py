@@ -65,8 +65,9 @@ class ParamSpec:
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("vocabulary", list(BUILTIN["voc"].classes), "class names to tag (id i+1 in masks), "
-              f"or one dataset profile's name ({', '.join(PROFILES)}) selecting its classes, "
-              f"background and settings; ['{PROFILE_ESCAPE}voc'] tags the single class 'voc'"),
+              f"or one dataset profile's name ({', '.join(PROFILES)}, any case) selecting its "
+              f"classes, background and settings; one class is written ['{PROFILE_ESCAPE}name'] "
+              "(a single bare name must be a profile's)"),
     ParamSpec("background", list(BUILTIN["voc"].background),
               "names scored beside the vocabulary but never reported (a profile brings its own)"),
     ParamSpec("tag_threshold", PROFILE_DEFAULT, "relative threshold between an image's lowest and "

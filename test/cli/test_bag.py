@@ -147,6 +147,9 @@ def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
 
     assert done.returncode == 1, done.stderr  # the two bad frames
     assert "corrupt or undecodable" in done.stderr and "step 96 is smaller" in done.stderr
+    for topic, at in (("/robot/jpeg/image_raw/compressed", "1700000000.300000000"),
+                      ("/robot/cam/image_raw", "1700000000.400000000")):
+        assert f"skipping frame: {topic} at log time {at} s: " in done.stderr  # which frame
     assert "2 of 10 frames could not be decoded" in done.stderr and "Traceback" not in done.stderr
     with open(os.path.join(target, "metadata.yaml"), encoding="utf-8") as f:
         assert yaml.safe_load(f)["rosbag2_bagfile_information"]["storage_identifier"] == storage

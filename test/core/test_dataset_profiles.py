@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from PIL import Image
 
 from tagclip_ros.core import TagClip, TagClipSettings, read_image
 from tagclip_ros.core.cocostuff import COCO_STUFF_CLASSES
-from tagclip_ros.core.dataset_profiles import PROFILES, affinity_start, load_vocabulary, resolve_profile
+from tagclip_ros.core.dataset_profiles import (PROFILES, affinity_start, load_vocabulary, resolve_profile,
+                                               select_profile)
 from tagclip_ros.core.segment import ClipEsSegmenter, SegmentationSettings
 
 from ..conftest import IMAGES, REFERENCE, reference_scores
@@ -108,7 +110,39 @@ def test_custom_vocabularies_get_the_voc_coco_settings_and_their_own_names():
     profile = resolve_profile("fire extinguisher,ladder", "")
     assert profile.name == "custom" and profile.vocabulary.classes == ("fire extinguisher", "ladder")
     assert profile.vocabulary.background == () and profile.tag_settings() == TagClipSettings()
-    assert resolve_profile("robot", "voc").vocabulary.background == PROFILES["voc"].vocabulary.background
+    assert resolve_profile("=robot", "voc").vocabulary.background == PROFILES["voc"].vocabulary.background
     with pytest.raises(ValueError, match="both as classes and as background"):
         resolve_profile("cocostuff", "voc")  # COCO-Stuff's classes include VOC background names
     assert load_vocabulary("cocostuff").classes == COCO_STUFF_CLASSES
+
+
+@pytest.mark.parametrize("spec", ["vco", "COCOSTUF", "mynames"])
+def test_a_single_bare_word_that_is_no_profile_is_refused_naming_the_profiles_and_the_escape(spec):
+    """A mistyped profile (issue 19, item 1) was tagged as the one class it spells."""
+    sentence = (f"vocabulary {spec!r} is not a dataset profile (voc, coco, cocostuff); "
+                f"to tag the single class {spec!r}, write '={spec}'")
+    for given in (lambda: resolve_profile(spec), lambda: select_profile([spec], ["sky"])):
+        with pytest.raises(ValueError) as raised:
+            given()
+        assert str(raised.value) == sentence
+
+
+def test_profile_names_in_any_case_and_the_escape_give_one_class():
+    assert resolve_profile("COCO") is PROFILES["coco"]
+    assert select_profile(["CocoStuff"], []) is PROFILES["cocostuff"]
+    assert resolve_profile("=vco").vocabulary.classes == ("vco",)
+    assert resolve_profile("=e.coli").vocabulary.classes == ("e.coli",)  # escaped: never a file
+    assert select_profile(["=robot"], ["sky"]).vocabulary.all_names == ("robot", "sky")
+    voc_background = PROFILES["voc"].vocabulary.background
+    assert resolve_profile("robot,forklift", "VOC").vocabulary.background == voc_background
+
+
+def test_a_names_file_that_does_not_exist_is_refused(tmp_path):
+    missing = str(tmp_path / "mynames.txt")
+    for spec in (missing, "mynames.txt", "lists/robots"):
+        with pytest.raises(ValueError, match=re.escape(f"names file {spec!r} does not exist")):
+            resolve_profile(spec)
+    with pytest.raises(ValueError, match="names file 'bg.txt' does not exist"):
+        resolve_profile("voc", "bg.txt")
+    (tmp_path / "mynames.txt").write_text("person\n")
+    assert resolve_profile(missing).vocabulary.classes == ("person",)  # a file's one name is a class

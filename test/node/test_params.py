@@ -25,7 +25,8 @@ CURRENT = {spec.name: spec.default for spec in PARAMETERS}
 @pytest.mark.parametrize("changes, reason", [
     ({"vocabulary": []}, "empty"), ({"vocabulary": ["cat", "cat"]}, "more than once"),
     ({"vocabulary": ["cat", ""]}, "blank"), ({"background": ["sky", "sky"]}, "more than once"),
-    ({"vocabulary": ["sky"]}, "both"), ({"segmentation.method": "magic"}, "one of"),
+    ({"vocabulary": ["=sky"]}, "both"), ({"segmentation.method": "magic"}, "one of"),
+    ({"vocabulary": ["vco"]}, "not a dataset profile.*'=vco'"),
     ({"tag_threshold": 2.0}, r"\[-1.0, 1.0\]"), ({"tag_threshold": -0.5}, "or be -1 for the profile's"),
     ({"candidate_threshold": 1.5}, r"\[-1.0, 1.0\]"), ({"affinity_blocks": -1}, r"\[0, 64\]"),
 ])

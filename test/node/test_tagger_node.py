@@ -132,7 +132,9 @@ def test_runtime_vocabulary_change_and_rejections(ros, raw_tagger):
         assert len(answer.scores) == 3 and {t.label for t in answer.tags} <= {"cat", "dog", "robot"}
         wait_until(lambda: len(info[-1].class_map) == 4, 10, "label_info re-sent")
         for names, reason in (([], "empty"), (["cat", "cat"], "more than once"),
-                              (["cat", ""], "blank")):
+                              (["cat", ""], "blank"),
+                              (["vco"], "vocabulary 'vco' is not a dataset profile (voc, coco, "
+                                        "cocostuff); to tag the single class 'vco', write '=vco'")):
             result = set_vocabulary(ros, "/raw", names)
             assert not result.successful and reason in result.reason
         answer = answer_for(tags, camera.send(frame, 2001), resend=lambda: camera.send(frame, 2001))
