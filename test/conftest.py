@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shlex
+import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,13 +28,40 @@ class WritesMarker:
         return pathlib.Path.touch, (pathlib.Path(self.marker),)
 
 
-def code_running_checkpoint(folder, name: str = "evil.pt") -> tuple[str, str]:
+class RunsShellCommand(WritesMarker):
+    """`WritesMarker` through `os.system` (the classic attack): torch's loader blocks that
+    module outright, and words its refusal otherwise than for an unknown function."""
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(self.marker)}",)
+
+
+def code_running_checkpoint(folder, name: str = "evil.pt", shell: bool = False) -> tuple[str, str]:
     """(checkpoint, marker): a torch file, shaped like a state dict, whose pickle would create
-    `marker` if anything unpickled it (README "No pickles": nothing may)."""
+    `marker` if anything unpickled it (README "No pickles": nothing may); with `shell`, through a
+    shell command."""
     import torch
     path, marker = os.path.join(folder, name), os.path.join(folder, f"{name}.code-ran")
-    torch.save({"visual.proj": WritesMarker(marker)}, path)
+    torch.save({"visual.proj": (RunsShellCommand if shell else WritesMarker)(marker)}, path)
     return path, marker
+
+
+def environment(changes: dict[str, str | None]) -> dict[str, str]:
+    """This process's environment with `changes` applied (None: the variable unset)."""
+    return {name: value for name, value in {**os.environ, **changes}.items() if value is not None}
+
+
+@pytest.fixture
+def offline_hub(tmp_path) -> Iterator[dict[str, str | None]]:
+    """Environment changes (for `environment`) that put a process on a machine without network
+    access and with an empty Hugging Face cache, on any machine: the hub's endpoint is a local
+    port that refuses connections (bound for the test, never listening), the cache a new folder,
+    and neither HF_HUB_OFFLINE nor TAGCLIP_WEIGHTS is set."""
+    home = tmp_path / "hf-home"
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        yield {"HF_ENDPOINT": f"http://127.0.0.1:{refusing.getsockname()[1]}", "HF_HOME": str(home),
+               "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": None, "TAGCLIP_WEIGHTS": None}
 
 
 def reference_scores(dataset: str) -> dict:

@@ -15,6 +15,7 @@ from ..core import (ImageError, LoadedModel, TagClip, TagClipSettings, TagResult
                     default_cache_dir, load_model, read_image)
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE, check_max_side, downscale_note, image_files
+from ..core.loading import weights_setting
 from ..core.pipeline import Perception
 from ..core.dataset_profiles import PROFILES, DatasetProfile, affinity_start, resolve_profile
 from . import EXIT_USAGE  # noqa: F401 (the verbs take it from here)
@@ -27,7 +28,8 @@ T = TypeVar("T")
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by every verb that needs a model and a vocabulary."""
     group = parser.add_argument_group("model")
-    group.add_argument("--weights", help="local checkpoint (OpenAI .pt, state dict or open_clip)")
+    group.add_argument("--weights", help="local checkpoint (OpenAI .pt, state dict or open_clip); "
+                       "default $TAGCLIP_WEIGHTS, else --pretrained's download")
     group.add_argument("--model", default="ViT-B-16", help="open_clip architecture name")
     group.add_argument("--pretrained", default="openai", help="open_clip pretrained tag")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -111,8 +113,8 @@ def tag_settings(args: argparse.Namespace, profile: DatasetProfile) -> TagClipSe
 
 def load_model_from(args: argparse.Namespace) -> tuple[LoadedModel, TextFeatureCache]:
     """The model and its text-feature cache from parsed arguments (raises WeightsError)."""
-    loaded = load_model(args.model, args.pretrained, args.weights, args.device, args.precision,
-                        args.compile)
+    loaded = load_model(args.model, args.pretrained, weights_setting(args.weights), args.device,
+                        args.precision, args.compile)
     return loaded, TextFeatureCache(loaded, args.cache_dir or None)
 
 

@@ -8,20 +8,28 @@ The MLP activation follows the weights: OpenAI's were trained with QuickGELU, so
 loads them builds QuickGELU (open_clip's plain `ViT-B-16` config has GELU and would only warn);
 open_clip-trained weights keep the activation of their config or pretrained tag.
 Every failure becomes a `WeightsError` whose message is one sentence naming what to set.
+Which file to load when none is given is `weights_setting`'s rule ($TAGCLIP_WEIGHTS), shared by
+every entry point.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import textwrap
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 
 import open_clip
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.errors import HfHubHTTPError
+from open_clip.constants import HF_WEIGHTS_NAME
 from open_clip.factory import parse_model_name
 from open_clip.model import CLIP, build_model_from_openai_state_dict
-from open_clip.pretrained import get_pretrained_cfg, is_pretrained_cfg
+from open_clip.pretrained import _get_safe_alternatives, get_pretrained_cfg, is_pretrained_cfg
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from .device import precision_name, resolve_device, resolve_precision
@@ -30,12 +38,29 @@ from .precision import apply_precision
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 # (width, blocks, heads) of the standard ViT sizes, to name a built network only when it is one.
 VIT_SIZES = {(768, 12, 12): "B", (1024, 24, 16): "L", (1280, 32, 16): "H"}
-SET_WEIGHTS = "set the weights path (--weights, or model.weights for the node)"
+WEIGHTS_VARIABLE = "TAGCLIP_WEIGHTS"
+# model.weights is read-only (README: Security): a running node cannot be given another file.
+SET_WEIGHTS = (f"set the weights path (--weights or {WEIGHTS_VARIABLE}; for the node, restart it "
+               "with -p model.weights:=PATH)")
 SET_MODEL = "set the model name (--model, or model.name for the node)"
+HUB_PROBE_TIMEOUT_S = 5.0  # the one request that tells whether the hub can be reached
+REASON_CHARS = 200  # of another library's error text quoted in one of ours
+TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# torch's refusal of a pickle its weights-only loader does not allow says to load it with
+# weights_only=False, which would run the pickle's code: this is said instead.
+PICKLE_REFUSED = ("it holds pickled objects other than tensors, which are refused unread as "
+                  "they could run code")
 
 
 class WeightsError(RuntimeError):
     """The model weights could not be found, read or downloaded."""
+
+
+def weights_setting(given: str | None) -> str | None:
+    """The weights file an entry point loads: the one given (--weights, model.weights), else
+    $TAGCLIP_WEIGHTS, else None (the pretrained tag's weights). One rule, so that the variable
+    means the same for every `tagclip` verb, the node and run.sh."""
+    return given or os.environ.get(WEIGHTS_VARIABLE) or None
 
 
 @dataclass
@@ -166,13 +191,56 @@ def _load_pretrained(model_name: str, tag: str) -> torch.nn.Module:
     """open_clip's weights for `tag` (downloaded on first use), in a network with the activation
     they were trained with."""
     _check_known_architecture(model_name)
+    _check_download_possible(model_name, tag)
     try:
         return open_clip.create_model(model_name, pretrained=tag, device="cpu",
                                       force_quick_gelu=_tag_uses_quick_gelu(model_name, tag))
     except Exception as exc:  # network, hub and unknown-tag errors all end here
         raise WeightsError(
-            f"could not get pretrained weights {model_name}/{tag} ({_first_line(exc)}); "
+            f"could not get pretrained weights {model_name}/{tag} ({_reason(exc)}); "
             f"on a machine without network access {SET_WEIGHTS} to a local checkpoint") from None
+
+
+def _check_download_possible(model_name: str, tag: str) -> None:
+    """Refuse at once, in one sentence, weights that must come from the Hugging Face hub when
+    they are not in its cache and the hub is off (HF_HUB_OFFLINE) or does not answer one short
+    request: huggingface_hub would retry every file open_clip asks for, for about a minute, and
+    log each try. Weights in the cache are loaded without asking the network here."""
+    hub = _hub_files(model_name, tag)
+    if hub is None:
+        return
+    repo, names = hub
+    if any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
+        return
+    failed = f"could not get pretrained weights {model_name}/{tag}"
+    if hub_constants.is_offline_mode():
+        raise WeightsError(f"{failed}: they are not in the Hugging Face cache and HF_HUB_OFFLINE "
+                           f"is set; {SET_WEIGHTS} to a local checkpoint")
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, names[0]), timeout=HUB_PROBE_TIMEOUT_S)
+    except HfHubHTTPError:
+        return  # the hub answers (whether with this file or not): open_clip takes it from here
+    except Exception as exc:  # no connection, no name resolution, a timeout
+        raise WeightsError(f"{failed}: {hub_constants.ENDPOINT} cannot be reached ({_reason(exc)}) "
+                           f"and they are not in the Hugging Face cache; {SET_WEIGHTS} to a local "
+                           "checkpoint") from None
+
+
+def _hub_files(model_name: str, tag: str) -> tuple[str, list[str]] | None:
+    """(repository, file names in the order open_clip tries them) of the weights open_clip
+    takes from the Hugging Face hub for `model_name` and `tag`; None for weights from elsewhere."""
+    schema, identifier = parse_model_name(model_name)
+    if schema == "hf-hub":
+        location = f"{identifier}/"
+    elif schema is None:  # "org/repo/file", or "org/repo/" for open_clip's default file name
+        location = get_pretrained_cfg(_config_name(model_name), tag).get("hf_hub", "")
+    else:
+        location = ""  # local-dir:
+    if not location:
+        return None
+    repo, filename = os.path.split(location)
+    filename = filename or HF_WEIGHTS_NAME
+    return repo, [*_get_safe_alternatives(filename), filename]
 
 
 def _tag_uses_quick_gelu(model_name: str, tag: str) -> bool:
@@ -209,7 +277,7 @@ def _load_local(path: str, model_name: str) -> torch.nn.Module:
         raise
     except Exception as exc:
         raise WeightsError(f"weights file {path!r} is not a CLIP checkpoint this loader knows "
-                           f"({_first_line(exc)}); give an OpenAI .pt or an open_clip "
+                           f"({_reason(exc)}); give an OpenAI .pt or an open_clip "
                            "checkpoint") from None
 
 
@@ -220,8 +288,12 @@ def _read_state_dict(path: str) -> dict:
             return torch.jit.load(path, map_location="cpu").state_dict()
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"weights file {path!r} could not be read as a torch checkpoint "
-                           f"({_first_line(exc)}); it may be truncated or corrupt") from None
+        unreadable = f"weights file {path!r} could not be read as a torch checkpoint"
+        if _is_pickle_refusal(exc):
+            raise WeightsError(f"{unreadable}: {PICKLE_REFUSED}; save the model's state dict "
+                               "instead (README: Security)") from None
+        raise WeightsError(f"{unreadable} ({_reason(exc)}); it may be truncated or "
+                           "corrupt") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"weights file {path!r} holds a {type(obj).__name__}, not a state dict")
     return obj
@@ -276,6 +348,18 @@ def file_fingerprint(path: str) -> str:
     return "sha256:" + _hash_file(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+def _reason(exc: BaseException) -> str:
+    """Another library's error, to quote in one of our sentences: its first line, without
+    terminal escapes, shortened between words; torch's refusal of a pickle in our words."""
+    if _is_pickle_refusal(exc):
+        return PICKLE_REFUSED
+    lines = TERMINAL_ESCAPES.sub("", str(exc)).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return textwrap.shorten(lines[0], REASON_CHARS, placeholder=" ...")
+
+
+def _is_pickle_refusal(exc: BaseException) -> bool:
+    """Whether `exc` is torch's weights-only loader refusing what a pickle holds."""
+    text = str(exc)
+    return text.startswith("Weights only load failed") or "weights_only" in text

@@ -87,7 +87,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model.pretrained", "openai", "open_clip pretrained tag, downloaded on first use",
               FIXED),
     ParamSpec("model.weights", "", "local checkpoint file (OpenAI .pt or open_clip); "
-              "overrides model.pretrained", FIXED),
+              "overrides model.pretrained; unset: $TAGCLIP_WEIGHTS", FIXED),
     ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N", CONFIGURE),
     ParamSpec("compile", False, "compile the fixed-shape passes with torch.compile (CUDA graphs "
               "on a GPU); each new frame size compiles first", CONFIGURE),

@@ -22,6 +22,7 @@ from vision_msgs.msg import Classification, LabelInfo
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
 from ..core.device import precision_name
+from ..core.loading import weights_setting
 from ..core.image import downscale_note
 from ..core.pipeline import Perceived, Perception
 from ..msg import TagArray
@@ -80,7 +81,7 @@ class TaggerNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             loaded = load_model(self.param("model.name"), self.param("model.pretrained"),
-                                self.param("model.weights") or None, self.param("device"),
+                                weights_setting(self.param("model.weights")), self.param("device"),
                                 self.param("precision"), self.param("compile"))
             cache = TextFeatureCache(loaded, self.param("text_cache_dir") or default_cache_dir())
             self.get_logger().info(f"loaded {loaded.description} on {loaded.device} in "

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from ..conftest import WEIGHTS
+from ..conftest import WEIGHTS, environment
 
 CLIPES = os.path.join(os.path.dirname(WEIGHTS), "clipes")
 STEMS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -14,10 +14,13 @@ CAM_TOLERANCE = 1e-2
 MASK_AGREEMENT = 0.995
 
 
-def run_cli(*args: str, cache: str) -> subprocess.CompletedProcess:
-    """`python -m tagclip_ros.cli ARGS --cache-dir CACHE` as a separate process."""
+def run_cli(*args: str, cache: str, env: dict[str, str | None] | None = None
+            ) -> subprocess.CompletedProcess:
+    """`python -m tagclip_ros.cli ARGS --cache-dir CACHE` as a separate process, in this
+    process's environment with `env`'s changes (see `environment`)."""
     command = [sys.executable, "-m", "tagclip_ros.cli", *args, "--cache-dir", cache]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env=environment(env or {}))
 
 
 def reference_tags() -> dict[str, list[int]]:

@@ -53,6 +53,34 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_unrun(tmp_path, text_cac
     assert len(done.stderr.strip().splitlines()) == 1 and not os.path.exists(marker)
 
 
+def test_offline_without_weights_fails_at_once_in_one_sentence(offline_hub, text_cache_dir):
+    """No network, no weights given and none in the hub cache: one attempt, then one sentence
+    saying what to set (huggingface_hub alone would retry each file open_clip tries for half a
+    minute, logging every try)."""
+    done = run_cli("classify", os.path.join(IMAGES, "chelsea.jpg"), "--device", "cpu",
+                   cache=text_cache_dir, env=offline_hub)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: could not get pretrained weights ViT-B-16/openai: "
+                                  f"{offline_hub['HF_ENDPOINT']} cannot be reached (")
+    assert done.stderr.endswith("set the weights path (--weights or TAGCLIP_WEIGHTS; for the "
+                                "node, restart it with -p model.weights:=PATH) to a local "
+                                "checkpoint\n")
+
+
+def test_tagclip_weights_is_the_weights_file_when_none_is_given(tmp_path, offline_hub, text_cache_dir):
+    """`TAGCLIP_WEIGHTS=... tagclip classify` scores as `--weights ...` does (the reference
+    scores are those of `--weights WEIGHTS`: test_json_output_reproduces_reference_scores)."""
+    reference = reference_scores("voc")
+    out = tmp_path / "scores.json"
+    done = run_cli("classify", os.path.join(IMAGES, reference["images"][0]), "--vocab", "voc",
+                   "--device", "cpu", "--json", str(out), cache=text_cache_dir,
+                   env={**offline_hub, "TAGCLIP_WEIGHTS": WEIGHTS})
+    assert done.returncode == 0, done.stderr
+    scores = json.loads(out.read_text())["results"][0]["scores"]
+    np.testing.assert_allclose(scores, reference["scores"][0], rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("args, message", [
     (("--weights", "/nonexistent/ViT-B-16.pt"), "does not exist"),
     (("--weights", WEIGHTS, "--vocab", "cat,cat"), "more than once"),

@@ -65,11 +65,17 @@ def test_torchscript_archive_and_wrapped_state_dict_load(loaded, tmp_path):
         torch.jit.load(str(path))(torch.zeros(1))  # the test is live: calling it runs the code
 
 
-def test_a_checkpoint_whose_pickle_runs_code_is_refused_unrun(tmp_path):
-    path, marker = code_running_checkpoint(str(tmp_path))
-    with pytest.raises(WeightsError, match="could not be read"):
+@pytest.mark.parametrize("shell", [False, True])
+def test_a_checkpoint_whose_pickle_runs_code_is_refused_unrun(tmp_path, shell):
+    path, marker = code_running_checkpoint(str(tmp_path), shell=shell)
+    with pytest.raises(WeightsError) as error:
         load_model(weights=path)
     assert not os.path.exists(marker)
+    # in our words: torch's own advises loading with weights_only=False, which would run it
+    message = str(error.value)
+    assert message.startswith(f"weights file {path!r} could not be read as a torch checkpoint: "
+                              "it holds pickled objects other than tensors")
+    assert message.endswith("(README: Security)") and "weights_only" not in message
     torch.load(path, weights_only=False)  # the test is live: a plain unpickling runs it
     assert os.path.exists(marker)
 
@@ -104,8 +110,17 @@ def test_wrong_kind_of_checkpoint(tmp_path):
 
 def test_offline_without_local_weights_says_what_to_set(tmp_path, encode_inputs):
     result = _run_default_load(tmp_path / "empty-hub-cache", encode_inputs, tmp_path / "out.pt")
-    assert "could not get pretrained weights ViT-B-16/openai" in result["error"]
-    assert "set the weights path" in result["error"] and "\n" not in result["error"]
+    assert result["error"] == ("could not get pretrained weights ViT-B-16/openai: they are not in "
+                               "the Hugging Face cache and HF_HUB_OFFLINE is set; set the weights "
+                               "path (--weights or TAGCLIP_WEIGHTS; for the node, restart it with "
+                               "-p model.weights:=PATH) to a local checkpoint")
+
+
+def test_quoted_errors_are_shortened_between_words():
+    from tagclip_ros.core.loading import _reason
+    reason = _reason(RuntimeError("\x1b[1mbold\x1b[0m " + "abcdefghij " * 40 + "\nsecond line"))
+    assert reason.startswith("bold abcdefghij") and reason.endswith("abcdefghij ...")
+    assert len(reason) <= 200
 
 
 def test_bad_device_and_precision():
