@@ -4,19 +4,24 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
-WINDOW = 30  # frames over which rate and latency are averaged
+WINDOW = 30  # frames over which latency is averaged
+RATE_WINDOW_S = 10.0  # seconds over which the rate is counted: it falls to 0 this long after frames stop
 
 
 class FrameStats:
-    """Counts and recent timings of processed, dropped and bad frames (thread-safe)."""
+    """Counts and recent timings of processed, dropped and bad frames (thread-safe). `clock`
+    gives seconds (monotonic; a test passes its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._done: deque[tuple[float, float, float]] = deque(maxlen=WINDOW)
+        self._clock = clock
+        self._done: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # latency, core time
+        self._finished: deque[float] = deque()  # when each frame of the last RATE_WINDOW_S finished
         self.processed = 0
         self.bad = 0
         self.overlays = 0  # overlays drawn: only for frames that had an overlay subscriber
@@ -25,7 +30,8 @@ class FrameStats:
     def record(self, latency_s: float, core_s: float) -> None:
         with self._lock:
             self.processed += 1
-            self._done.append((time.monotonic(), latency_s, core_s))
+            self._done.append((latency_s, core_s))
+            self._finished.append(self._recent())
 
     def record_overlay(self) -> None:
         with self._lock:
@@ -36,16 +42,25 @@ class FrameStats:
             self.bad += 1
             self.last_error = reason
 
+    def _recent(self) -> float:
+        """Forget the frames finished before the rate's window; returns the time now."""
+        now = self._clock()
+        while self._finished and self._finished[0] <= now - RATE_WINDOW_S:
+            self._finished.popleft()
+        return now
+
     def summary(self) -> dict[str, float]:
-        """Rate (Hz), mean end-to-end and core latency (ms) over the recent window."""
+        """Rate (Hz: frames finished in the last RATE_WINDOW_S, per second; 0 once they stop),
+        and mean end-to-end and core latency (ms) of the last WINDOW frames."""
         with self._lock:
             done = list(self._done)
+            self._recent()
+            rate = len(self._finished) / RATE_WINDOW_S
         if not done:
             return {"rate_hz": 0.0, "latency_ms": 0.0, "core_ms": 0.0}
-        span = done[-1][0] - done[0][0]
-        return {"rate_hz": (len(done) - 1) / span if span > 0 else 0.0,
-                "latency_ms": 1000 * sum(d[1] for d in done) / len(done),
-                "core_ms": 1000 * sum(d[2] for d in done) / len(done)}
+        return {"rate_hz": rate,
+                "latency_ms": 1000 * sum(d[0] for d in done) / len(done),
+                "core_ms": 1000 * sum(d[1] for d in done) / len(done)}
 
 
 def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, state: str,

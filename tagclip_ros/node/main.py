@@ -9,17 +9,21 @@ from typing import NoReturn
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+from .param_checks import ParameterError
+
 
 def main(args: list[str] | None = None) -> int:
     """Run the tagger node until Ctrl-C or SIGTERM, then exit with status 0 within about a
     second (launch escalates to SIGTERM after 5 s), without a stack trace, even in the middle of
-    loading the model or of a frame."""
+    loading the model or of a frame. A parameter value given at start that the node cannot use:
+    one sentence on stderr and exit status 2."""
     # SIGTERM becomes KeyboardInterrupt, as SIGINT is. Set before rclpy.init, so that rclpy's own
     # handler (which wakes the executor at once) chains to it, as it does to Python's for SIGINT.
     signal.signal(signal.SIGTERM, _interrupt)
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     worker_ended = True
+    status = 0
     try:
         from .tagger import TaggerNode  # after init: importing torch takes seconds
         node = TaggerNode()
@@ -28,6 +32,9 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except ParameterError as exc:
+        print(f"tagger_node: {exc}", file=sys.stderr)
+        status = 2
     finally:
         _ignore_signals()  # a second Ctrl-C must not interrupt the cleanup with a stack trace
         if node is not None:
@@ -36,8 +43,8 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         _ignore_signals()  # try_shutdown put the handlers from before init back
     if not worker_ended:
-        _exit_now(0)
-    return 0
+        _exit_now(status)
+    return status
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -15,10 +15,12 @@ from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE
 from ..core.dataset_profiles import (BUILTIN, PROFILE_ESCAPE, PROFILES, DatasetProfile, affinity_start,
                                      select_profile)
+from .param_checks import normalized, type_reason
 
 RUNTIME = "changeable at runtime"
 CONFIGURE = "read at configure time"
 ACTIVATE = "read at activate time"
+START = "read at start"  # by the node's constructor: a later change would be kept but never used
 # Parameters naming a file or folder the node reads or writes: nothing on the ROS graph may point
 # the node at another file, so rclpy refuses remote changes ("Trying to set a read-only
 # parameter"); a value can still be given at start (command line, params file, launch).
@@ -44,8 +46,9 @@ class ParamSpec:
         text = f"{self.description} ({self.applies})"
         if self.choices:
             text += f"; one of {', '.join(self.choices)}"
+        # Typed by `rejection_reason`, not by rclpy, whose refusal names type numbers only.
         descriptor = ParameterDescriptor(name=self.name, description=text,
-                                         read_only=self.read_only)
+                                         read_only=self.read_only, dynamic_typing=True)
         if self.read_only:
             descriptor.additional_constraints = ("read-only: set it when starting the node "
                                                  "(-p, a params file or the launch file)")
@@ -103,12 +106,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("image_qos", "sensor_data", "image subscription QoS: sensor_data (best effort) "
               "or reliable", ACTIVATE, choices=("sensor_data", "reliable")),
     ParamSpec("autostart", True, "configure and activate on start, so a launch file just works",
-              CONFIGURE),
-    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", CONFIGURE,
+              START),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", START,
               value_range=(0.1, 60.0)),
 )
 
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in PARAMETERS}
+
+
+def typed(name: str, value: Any) -> Any:
+    """A parameter's accepted value as its default's type (a float for a whole number given to
+    a float parameter, a list for an array); a name that is not the node's is left as it is."""
+    spec = SPECS.get(name)
+    return value if spec is None else normalized(value, spec.default)
 
 
 def profile_from(values: Mapping[str, Any]) -> DatasetProfile:
@@ -132,12 +143,17 @@ def threshold(value: float) -> float | None:
     return None if value == PROFILE_DEFAULT else value
 
 
-def rejection_reason(changes: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
-    """Why a set of parameter changes is refused, or None to accept it."""
+def rejection_reason(changes: Mapping[str, Any], current: Mapping[str, Any],
+                     state: str | None = None) -> str | None:
+    """Why a set of parameter changes is refused, or None to accept it. `state` is the node's
+    lifecycle state (unconfigured, inactive, active), None for the values given at start."""
     for name, value in changes.items():
         spec = SPECS.get(name)
         if spec is None:
             continue
+        reason = type_reason(name, value, spec.default) or (state and timing_reason(spec, state))
+        if reason:
+            return reason
         if spec.choices and value not in spec.choices:
             return f"{name} must be one of {', '.join(spec.choices)}, not {value!r}"
         if spec.value_range and not spec.value_range[0] <= value <= spec.value_range[1]:
@@ -151,3 +167,25 @@ def rejection_reason(changes: Mapping[str, Any], current: Mapping[str, Any]) -> 
         except ValueError as exc:
             return str(exc)
     return None
+
+
+def timing_reason(spec: ParamSpec, state: str) -> str | None:
+    """Why `spec`'s parameter cannot change in lifecycle `state`, or None: a value read at
+    configure time only while unconfigured, one read at activate time only while not active,
+    one read at start never (otherwise the node would report a value it does not use)."""
+    if spec.applies == START:
+        return f"{spec.name} is read at start only: give it with -p, in the params file or the launch file"
+    if spec.applies == CONFIGURE and state != "unconfigured":
+        steps = "deactivate and clean up" if state == "active" else "clean up"
+        return (f"{spec.name} is read at configure time and the node is {state}: {steps} first, "
+                "then set it and configure")
+    if spec.applies == ACTIVATE and state == "active":
+        return (f"{spec.name} is read at activate time and the node is active: deactivate first, "
+                "then set it and activate")
+    return None
+
+
+def start_reason(given: Mapping[str, Any]) -> str | None:
+    """Why the values the node was started with (-p, params file) cannot be used, or None: the
+    checks of a runtime change, against the defaults. Other names are not the node's concern."""
+    return rejection_reason({name: value for name, value in given.items() if name in SPECS}, DEFAULTS)

@@ -28,7 +28,9 @@ from ..core.pipeline import Perceived, Perception
 from ..msg import TagArray
 from . import conversions
 from .diagnostics import FrameStats, diagnostic_array
-from .params import PARAMETERS, PROFILE_PARAMETERS, overrides_from, profile_from, rejection_reason
+from .param_checks import ParameterError, given_at_start, unknown_parameter_warnings
+from .params import (PARAMETERS, PROFILE_PARAMETERS, SPECS, overrides_from, profile_from,
+                     rejection_reason, start_reason, typed)
 from .worker import LatestFrameWorker
 
 try:  # Iron and newer
@@ -54,6 +56,7 @@ class TaggerNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._check_start_values()
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -75,7 +78,19 @@ class TaggerNode(LifecycleNode):
                 self.trigger_activate()
 
     def param(self, name: str) -> Any:
-        return self.get_parameter(name).value
+        return typed(name, self.get_parameter(name).value)
+
+    def _check_start_values(self) -> None:
+        """Before declaring: warn about each value given at start (-p, params file) whose name
+        is none of the node's parameters (rclpy would ignore it silently), and raise
+        ParameterError with one sentence for a value the node cannot use (rclpy would raise
+        a traceback, or the node would not tell)."""
+        given = given_at_start(self)
+        for warning in unknown_parameter_warnings(given, SPECS):
+            self.get_logger().warning(warning)
+        reason = start_reason(given)
+        if reason:
+            raise ParameterError(reason)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -165,12 +180,17 @@ class TaggerNode(LifecycleNode):
 
     def _on_set_parameters(self, parameters: list) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
-        reason = rejection_reason(changes, self._values())
+    def _state(self) -> str:
+        """The lifecycle state, as the parameter rules and /diagnostics name it."""
+        return "active" if self.active else ("inactive" if self.perception else "unconfigured")
+
+        reason = rejection_reason(changes, self._values(), self._state())
         if reason:
             self.get_logger().warning(f"parameter change rejected: {reason}")
             return SetParametersResult(successful=False, reason=reason)
         if self.worker is not None:  # apply on the inference thread, before the next frame
             values = {**self._values(), **changes}  # the state this change leads to, as checked
+        changes = {name: typed(name, value) for name, value in changes.items()}
             self.worker.call_soon(lambda: self._apply(changes, values))
         return SetParametersResult(successful=True)
 
@@ -276,7 +296,7 @@ class TaggerNode(LifecycleNode):
             loaded = perception.tagger.loaded
             info.update(device=str(loaded.device), precision=precision_name(loaded.dtype),
                         model=loaded.description)
-        state = "active" if self.active else ("inactive" if perception else "unconfigured")
+        state = self._state()
         dropped = self.worker.dropped if self.worker else 0
         self.diagnostics_pub.publish(diagnostic_array(
             self.get_fully_qualified_name(), self.get_clock().now().to_msg(), self.stats, dropped,

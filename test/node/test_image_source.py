@@ -127,7 +127,8 @@ def test_loop_plays_the_video_again_until_stopped(ros, video, tmp_path):
     ("{tmp}/text.avi", {}, "is not a video OpenCV can read"),
     ("/dev/video99", {}, "there is no camera at /dev/video99"),
     ("{video}", {"rate": 0}, "rate must be a positive number"),
-], ids=["missing file", "unreadable video", "absent camera", "zero rate"])
+    ("{video}", {"loop": "maybe"}, "loop must be true or false, not the text 'maybe'"),
+], ids=["missing file", "unreadable video", "absent camera", "zero rate", "wrong type"])
 def test_a_bad_source_exits_non_zero_with_one_sentence(ros, tmp_path, video, source, params,
                                                        words):
     (tmp_path / "text.avi").write_text("not a video\n")
@@ -200,3 +201,15 @@ def test_an_unanswered_frame_is_sent_again_until_its_tags_come_back(ros, video, 
     copies = [m for m, _ in received.items if m.header == first.header]
     assert len(copies) >= 2 and all(bytes(m.data) == bytes(first.data) for m in copies)
     assert [frame_index(image_to_rgb(m)) for m, _ in received.items][-1] == FRAMES - 1
+
+
+def test_an_unknown_parameter_is_named_with_the_closest_known_one(ros, video, tmp_path):
+    """`-p src:=VIDEO` once published samples/ without a word."""
+    log = str(tmp_path / "source.log")
+    process = start("/typo", log, src=video)
+    try:
+        wait_until(lambda: "publishing" in read(log) or process.poll() is not None, START_S,
+                   "image_source up")  # it warns before that
+    finally:
+        assert stop(process) == 0, read(log)
+    assert "unknown parameter 'src' ignored; did you mean 'source'?" in read(log)

@@ -1,16 +1,21 @@
 """Parameters: the YAML documents the code's defaults; invalid changes come back with a reason."""
 from __future__ import annotations
 
+import array
 import os
 import re
 
 import pytest
 import yaml
+from lifecycle_msgs.srv import GetState
 
 from tagclip_ros.core.dataset_profiles import PROFILES
 from tagclip_ros.node.params import PARAMETERS, overrides_from, profile_from, rejection_reason
+from tagclip_ros.node.params import ACTIVATE, CONFIGURE, RUNTIME, START, start_reason, typed
+from tagclip_ros.node.harness import TaggerProcess
 
-from ..conftest import REPO
+from ..conftest import REPO, WEIGHTS
+from .conftest import STARTUP_S
 
 
 def test_config_file_matches_declared_defaults():
@@ -63,3 +68,79 @@ def test_file_and_folder_parameters_and_only_they_are_read_only():
     assert read_only == {"model.name", "model.pretrained", "model.weights", "text_cache_dir"}
     for name in read_only:
         assert "read-only" in next(s for s in PARAMETERS if s.name == name).descriptor().description
+
+
+STATES = ("unconfigured", "inactive", "active")
+
+
+@pytest.mark.parametrize("applies, refused_in", [
+    (CONFIGURE, ("inactive", "active")), (ACTIVATE, ("active",)), (START, STATES), (RUNTIME, ()),
+])
+def test_a_parameter_is_refused_while_the_state_that_read_it_lasts(applies, refused_in):
+    """A value read at configure (activate, start) time is refused once read, with what to do,
+    rather than accepted and left unused; every other state accepts it."""
+    for spec in (s for s in PARAMETERS if s.applies == applies):
+        for state in STATES:
+            reason = rejection_reason({spec.name: spec.default}, CURRENT, state)
+            assert (reason is not None) == (state in refused_in), (spec.name, state, reason)
+            assert reason is None or reason.startswith(f"{spec.name} is {applies}")
+    assert rejection_reason({"device": "cpu"}, CURRENT, "active") == (
+        "device is read at configure time and the node is active: deactivate and clean up first, "
+        "then set it and configure")
+    assert "inactive: clean up first" in rejection_reason({"precision": "fp32"}, CURRENT, "inactive")
+    assert "deactivate first, then set it and activate" in rejection_reason(
+        {"image_qos": "reliable"}, CURRENT, "active")
+
+
+def test_values_given_at_start_get_the_checks_of_a_change_without_the_states():
+    assert start_reason({"max_input_side": "abc"}) == (
+        "max_input_side must be a whole number, not the text 'abc'")
+    assert start_reason({"vocabulary": "cat"}).startswith("vocabulary must be a list of names")
+    assert "[-1.0, 1.0]" in start_reason({"tag_threshold": 2.0})
+    assert start_reason({"device": "cpu", "autostart": False, "tag_threshold": 0, "weights": "x"}) is None
+    assert typed("tag_threshold", 0) == 0.0 and type(typed("tag_threshold", 0)) is float
+
+
+def test_a_wrong_type_is_refused_with_a_sentence_before_other_rules():
+    assert rejection_reason({"vocabulary": "cat"}, CURRENT, "active") == (
+        "vocabulary must be a list of names, e.g. [cat, dog], not the text 'cat'")
+    assert rejection_reason({"max_input_side": "abc"}, CURRENT, "active").startswith(
+        "max_input_side must be a whole number")
+    empty = array.array("b")  # what `ros2 param set NODE vocabulary "[]"` may send
+    assert rejection_reason({"vocabulary": empty}, CURRENT) == rejection_reason({"vocabulary": []}, CURRENT)
+    assert rejection_reason({"background": empty}, CURRENT) is None  # `[]`: no background names
+
+
+def unconfigured_tagger(tmp_path, namespace: str, params: dict) -> TaggerProcess:
+    """A tagger process started with `params` over the tests' defaults, left unconfigured."""
+    return TaggerProcess(namespace, str(tmp_path / "tagger.log"),
+                         {"model.weights": WEIGHTS, "device": "cpu", "autostart": False, **params})
+
+
+def test_unknown_names_given_at_start_are_named_with_the_closest_known_one(ros, tmp_path):
+    process = unconfigured_tagger(tmp_path, "/typos", {
+        "weights": WEIGHTS, "vocab": "[cat, dog]", "use_sim_time": False,
+        "qos_overrides./typos/tags.publisher.depth": 5})
+    try:
+        # the node answers once its constructor is done: after the warnings
+        ros.call(GetState, "/typos/tagclip_tagger/get_state", GetState.Request(), timeout=STARTUP_S)
+        log = process.log()
+        assert "unknown parameter 'weights' ignored; did you mean 'model.weights'?" in log, log
+        assert "unknown parameter 'vocab' ignored; did you mean 'vocabulary'?" in log
+        assert log.count("unknown parameter") == 2  # ROS-wide names are no concern of the node
+    finally:
+        assert process.stop() == 0, process.log()
+
+
+@pytest.mark.parametrize("name, value, sentence", [
+    ("vocabulary", "cat", "vocabulary must be a list of names, e.g. [cat, dog], not the text 'cat'"),
+    ("tag_threshold", 2.0, "tag_threshold must lie in [-1.0, 1.0], not 2.0"),
+], ids=["wrong type", "out of range"])
+def test_a_bad_value_given_at_start_ends_the_node_with_one_sentence(ros, tmp_path, name, value, sentence):
+    """(`ros`: on the module's own DDS domain.) One sentence, status 2: never a traceback."""
+    process = unconfigured_tagger(tmp_path, "/bad", {name: value})
+    try:
+        assert process.process.wait(STARTUP_S) == 2, process.log()
+    finally:
+        process.stop()
+    assert process.log().splitlines() == [f"tagger_node: {sentence}"]

@@ -25,6 +25,7 @@ from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.core.dataset_profiles import PROFILES
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
+from tagclip_ros.node.diagnostics import RATE_WINDOW_S
 
 from tagclip_ros.node.harness import LATCHED, Camera, Client, TaggerProcess, wait_until
 
@@ -157,6 +158,45 @@ def test_runtime_threshold_change(ros, raw_tagger):
     finally:
         request.parameters[0].value.double_value = -1.0  # the default: the profile's
         assert ros.call(SetParameters, "/raw/tagclip_tagger/set_parameters", request).results[0].successful
+
+
+def set_parameter(ros: Client, namespace: str, name: str, value):
+    """What `ros2 param set NODE NAME VALUE` sends (`[]`: an empty byte array, as rclpy types it)."""
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    return ros.call(SetParameters, f"{namespace}/tagclip_tagger/set_parameters", request).results[0]
+
+
+@pytest.mark.parametrize("name, value, reason", [
+    ("device", "cpu", "device is read at configure time and the node is active: deactivate and clean up"),
+    ("max_input_side", 640, "max_input_side is read at configure time"),
+    ("image_qos", "reliable", "image_qos is read at activate time and the node is active: deactivate first"),
+    ("autostart", False, "autostart is read at start only"),
+    ("vocabulary", "cat", "vocabulary must be a list of names, e.g. [cat, dog], not the text 'cat'"),
+    ("vocabulary", [], "vocabulary is empty"),
+    ("max_input_side", "big", "max_input_side must be a whole number, not the text 'big'"),
+], ids=["device", "max_input_side", "image_qos", "autostart", "vocabulary text", "vocabulary []",
+        "max_input_side text"])
+def test_a_change_the_node_cannot_use_is_refused_with_a_sentence(ros, raw_tagger, name, value, reason):
+    """A value read at configure, activate or start time is refused while in use (not accepted
+    and left unused); a wrong type gets a sentence, not rclpy's type numbers."""
+    result = set_parameter(ros, "/raw", name, value)
+    assert not result.successful and result.reason.startswith(reason), result.reason
+
+
+def test_diagnostics_rate_falls_to_zero_once_frames_stop(ros, raw_tagger):
+    """The rate counts the frames of the last RATE_WINDOW_S: it once kept the last frames' rate
+    for as long as the node ran."""
+    diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
+    tags = ros.collect(TagArray, "/raw/tags")
+    camera, frame = Camera(ros, "/raw/camera"), rgb_to_image(chelsea(), Header())
+    for sec in (3400, 3401):  # two frames: enough for a rate over their span too
+        answer_for(tags, camera.send(frame, sec), resend=lambda sec=sec: camera.send(frame, sec))
+
+    def rate() -> float:
+        values = diagnostics_values(diagnostics, "/raw")
+        return float(values["rate_hz"]) if values else -1.0
+    wait_until(lambda: rate() > 0, 30, "a rate above 0 after two frames")
+    wait_until(lambda: rate() == 0, RATE_WINDOW_S + ANSWER_S, "the rate at 0 once frames stopped")
 
 
 def test_compressed_input_matches_raw_input_of_the_decoded_image(ros, raw_tagger, jpeg_tagger):
@@ -348,7 +388,10 @@ def test_lifecycle_transitions(ros, tmp_path_factory, text_cache_dir):
     try:
         tags = ros.collect(TagArray, "/managed/tags")
         wait_until(lambda: lifecycle(ros, "/managed") == "unconfigured", STARTUP_S, "node up")
+        assert set_parameter(ros, "/managed", "max_input_side", 640).successful  # for the configure
         assert lifecycle(ros, "/managed", Transition.TRANSITION_CONFIGURE) == "inactive"
+        refused = set_parameter(ros, "/managed", "max_input_side", 1280)
+        assert not refused.successful and "the node is inactive: clean up first" in refused.reason
         wait_until(lambda: info, 10, "label_info after configure")
         frame = rgb_to_image(chelsea(), Header())
         publisher = ros.node.create_publisher(Image, "/managed/camera", 10)
@@ -357,7 +400,9 @@ def test_lifecycle_transitions(ros, tmp_path_factory, text_cache_dir):
         frame.header.stamp = Time(sec=6000)
         publisher.publish(frame)
         answer_for(tags, Time(sec=6000))
+        assert not set_parameter(ros, "/managed", "image_qos", "reliable").successful  # while active
         assert lifecycle(ros, "/managed", Transition.TRANSITION_DEACTIVATE) == "inactive"
+        assert set_parameter(ros, "/managed", "image_qos", "sensor_data").successful
         wait_until(lambda: publisher.get_subscription_count() == 0, 30, "no subscription when inactive")
         assert lifecycle(ros, "/managed", Transition.TRANSITION_CLEANUP) == "unconfigured"
         assert lifecycle(ros, "/managed", Transition.TRANSITION_CONFIGURE) == "inactive"
