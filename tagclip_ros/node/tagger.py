@@ -178,19 +178,19 @@ class TaggerNode(LifecycleNode):
     def _values(self) -> dict[str, Any]:
         return {spec.name: self.param(spec.name) for spec in PARAMETERS}
 
-    def _on_set_parameters(self, parameters: list) -> SetParametersResult:
-        changes = {p.name: p.value for p in parameters}
     def _state(self) -> str:
         """The lifecycle state, as the parameter rules and /diagnostics name it."""
         return "active" if self.active else ("inactive" if self.perception else "unconfigured")
 
+    def _on_set_parameters(self, parameters: list) -> SetParametersResult:
+        changes = {p.name: p.value for p in parameters}
         reason = rejection_reason(changes, self._values(), self._state())
         if reason:
             self.get_logger().warning(f"parameter change rejected: {reason}")
             return SetParametersResult(successful=False, reason=reason)
+        changes = {name: typed(name, value) for name, value in changes.items()}
         if self.worker is not None:  # apply on the inference thread, before the next frame
             values = {**self._values(), **changes}  # the state this change leads to, as checked
-        changes = {name: typed(name, value) for name, value in changes.items()}
             self.worker.call_soon(lambda: self._apply(changes, values))
         return SetParametersResult(successful=True)
 
