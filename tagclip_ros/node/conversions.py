@@ -136,6 +136,14 @@ def frame_to_rgb(msg: Image | CompressedImage) -> np.ndarray:
     return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
 
 
+def is_resend(header: Header, previous: Header | None) -> bool:
+    """Whether a frame with `header` is the `previous` frame sent again: the same stamp and
+    frame_id (a camera stamps each frame anew); an unset stamp (0) never counts as a repeat."""
+    if previous is None or (header.stamp.sec, header.stamp.nanosec) == (0, 0):
+        return False
+    return header.stamp == previous.stamp and header.frame_id == previous.frame_id
+
+
 def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
     """sensor_msgs/Image rgb8 from an RGB uint8 array."""
     return Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",

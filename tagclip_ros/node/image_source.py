@@ -8,9 +8,10 @@ per tick of `rate` Hz, raw rgb8 on `image` or JPEG on `image/compressed`, stampe
 clock's current time and `frame_id`. With `paced`, a frame goes out only once the previous one's
 tags came back (or 30 s passed); until then it is sent again, with the same header, every
 `resend_after` s: a best-effort subscriber that has not yet matched this publisher drops what it
-gets, and the tagger answers a repeated header only once. With `loop`, a folder or video starts again at its end; without,
-the node exits after one pass, when the last tags are in (`paced`) or every subscriber has
-acknowledged every frame. The tags received for each frame are printed as they arrive.
+gets, and the tagger answers a repeated header only once. With `loop`, a folder or video starts
+again at its end; without, the node exits after one pass, when the last tags are in (`paced`)
+or every subscriber has acknowledged every frame. The tags received for each frame are printed
+as they arrive.
 """
 from __future__ import annotations
 

@@ -70,6 +70,7 @@ class TaggerNode(LifecycleNode):
         self._activation = 0  # counts activations: a frame's results need the same one to go out
         self._publish_lock = threading.Lock()  # publishing vs. deactivate, cleanup and exit
         self._noted_size: tuple[int, int] | None = None  # frame size last checked for downscaling
+        self._last_taken: Header | None = None  # the last frame's header, to spot a resend
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.param("diagnostics_period"), self._publish_diagnostics)
         if self.param("autostart"):
@@ -132,6 +133,7 @@ class TaggerNode(LifecycleNode):
         with self._publish_lock:
             self.active = True
             self._activation += 1
+            self._last_taken = None  # a frame dropped by the last deactivate may come again
         self.get_logger().info(f"active: listening on {self.subscription.topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -214,8 +216,12 @@ class TaggerNode(LifecycleNode):
 
     # ---- frames ----------------------------------------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        if self.active and self.worker is not None:
-            self.worker.submit((msg, time.monotonic(), self._activation))
+        if not (self.active and self.worker is not None):
+            return
+        if conversions.is_resend(msg.header, self._last_taken):
+            return  # the last frame sent again (image_source does until answered): answered once
+        self._last_taken = msg.header
+        self.worker.submit((msg, time.monotonic(), self._activation))
 
     def _process(self, frame: tuple[Image | CompressedImage, float, int]) -> None:
         msg, received, activation = frame
