@@ -158,3 +158,9 @@ def test_without_the_environment_the_executables_say_what_to_source(tmp_path, pr
     assert result.stderr.count("\n") == 1 and ". scripts/ros_env.sh .venv install" in result.stderr, \
         result.stderr
     assert result.stdout == ""
+
+
+def test_the_readme_names_the_image_files_a_folder_stands_for():
+    from tagclip_ros.core.image import IMAGE_EXTENSIONS
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        assert f"(`{' '.join(IMAGE_EXTENSIONS)}`, any case, in name order)" in f.read()
