@@ -23,7 +23,7 @@ from open_clip.model import CLIP
 
 from tagclip_ros.core.device import PRECISIONS, resolve_precision
 from tagclip_ros.core.doctor import CPU_BF16_FLAGS, cpu_bf16_native
-from tagclip_ros.core.overlay import render_overlay
+from tagclip_ros.core.overlay import render_overlay, tag_captions
 from tagclip_ros.core.pipeline import Perceived, Perception
 from tagclip_ros.core.profile import STAGES, StageTimer
 
@@ -57,8 +57,7 @@ def draw_overlay(rgb: np.ndarray, perceived: Perceived) -> np.ndarray:
     """The overlay picture the node publishes for a frame (captions as
     `tagclip_ros.node.conversions.result_messages` writes them, same drawing function)."""
     mask = perceived.segmentation.mask if perceived.segmentation is not None else None
-    captions = [(t.class_id, f"{t.label} {t.score:.3f}") for t in perceived.tags.tags]
-    return render_overlay(rgb, mask, captions)
+    return render_overlay(rgb, mask, tag_captions(perceived.tags.tags))
 
 
 def synchronize(device: torch.device) -> None:

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from ..core import dataset
 from ..core.dataset import SplitEntry
-from ..core.overlay import render_overlay
+from ..core.overlay import render_overlay, tag_captions
 from ..core.pipeline import SEGMENTATION_METHODS
 from ..core.dataset_profiles import DatasetProfile
 from .common import (add_model_arguments, build_perception, expand_images, finish, profile_from,
@@ -56,7 +56,7 @@ def draw_overlays(args: argparse.Namespace, profile: DatasetProfile,
     perception = build_perception(args, profile)
     for (path, entry), rgb in read_each(todo, lambda item: item[0], "overlay", failures):
         perceived = perception.run(rgb, args.method)
-        captions = [(t.class_id, f"{t.label} {t.score:.2f}") for t in perceived.tags.tags]
+        captions = tag_captions(perceived.tags.tags)
         out = overlay_path(args.out, entry)
         dataset.save_rgb_png(out, render_overlay(rgb, perceived.segmentation.mask, captions))
-        tqdm.write(f"{path}: {', '.join(c for _, c in captions)} -> {out}")
+        tqdm.write(f"{path}: {', '.join(c.text for c in captions)} -> {out}")

@@ -23,7 +23,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
 
 from ..core.image import MAX_PIXELS, ImageError, check_size, to_rgb
-from ..core.overlay import render_overlay
+from ..core.overlay import render_overlay, tag_captions
 from ..core.pipeline import Perceived
 from ..core.tagclip import TagResult
 from ..core.vocab import Vocabulary
@@ -185,8 +185,7 @@ def result_messages(perceived: Perceived, header: Header, rgb: np.ndarray,
     if mask is not None:
         out["label_mask"] = mask_to_image(mask, header, len(result.vocabulary.classes))
     if overlay:
-        captions = [(t.class_id, f"{t.label} {t.score:.3f}") for t in result.tags]
-        out["overlay"] = rgb_to_image(render_overlay(rgb, mask, captions), header)
+        out["overlay"] = rgb_to_image(render_overlay(rgb, mask, tag_captions(result.tags)), header)
     return out
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from tagclip_ros.core import load_vocabulary
-from tagclip_ros.core.overlay import render_overlay
+from tagclip_ros.core.overlay import Caption, render_overlay
 
 from ..conftest import IMAGES
 from .helpers import model_args, run_cli
@@ -25,9 +25,10 @@ def test_overlay_writes_a_tinted_picture_with_a_legend(tmp_path, text_cache_dir)
     # stdout: "<path>: <label> <score>, ... -> <picture>", the captions the legend shows
     captions_text = done.stdout.split(f"{image}: ", 1)[1].split(" -> ")[0].split(", ")
     classes = load_vocabulary("voc").classes
-    captions = [(classes.index(c.rsplit(" ", 1)[0]) + 1, c) for c in captions_text]
+    captions = [Caption(classes.index(label) + 1, label, score)
+                for label, score in (c.rsplit(" ", 1) for c in captions_text)]
     tags = tmp_path / "tags.txt"
-    tags.write_text(f"chelsea {' '.join(str(i - 1) for i, _ in sorted(captions))}\n")
+    tags.write_text(f"chelsea {' '.join(str(c.class_id - 1) for c in sorted(captions))}\n")
     done = run_cli("segment", "--split", str(tags), "--img-root", IMAGES, "--out", str(tmp_path / "m"),
                    *model_args(), cache=text_cache_dir)
     assert done.returncode == 0, done.stderr
