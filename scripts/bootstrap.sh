@@ -49,6 +49,11 @@ torch_requirements() {
 }
 
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  # A first run interrupted while making the venv leaves one without pip: make it again.
+  if [ -e "$VENV" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    echo "[bootstrap] $VENV has no working pip (an interrupted first run?): making it again"
+    rm -rf "$VENV"
+  fi
   torch_requirements
   echo "[bootstrap] installing pinned dependencies (first time: a few minutes)"
   "$VENV/bin/python" -m pip install "${PIP[@]}" "${torch_args[@]}" \
