@@ -13,8 +13,8 @@ HELP = "tag the image topics of a rosbag2 (mcap or sqlite3) into a copy of it"
 DESCRIPTION = ("Writes OUT, a rosbag2 in IN's storage format holding every message of IN "
                "unchanged plus, for each image topic (sensor_msgs/Image or CompressedImage), "
                "in its namespace (/robot/cam/image_raw -> /robot/cam/...): tags, "
-               "classification, label_mask (unless --no-masks), label_info and, with "
-               "--overlay, overlay; each with its image's header and log time. Frames that "
+               "classification, label_mask and detections (unless --no-masks), label_info "
+               "and, with --overlay, overlay; each with its image's header and log time. Frames that "
                "cannot be decoded are reported (topic, log time, reason), counted and skipped "
                "(exit code 1).")
 

@@ -2,11 +2,12 @@
 
 Every message of the input bag is copied unchanged (same bytes, same log time, same connection
 metadata), and each frame of an image topic gets what the node would publish for it — `tags`,
-`classification`, `label_mask`, optionally `overlay` — in that topic's namespace, with the
-image's header and log time; `label_info` is written once per namespace, before its first
-frame. Messages are built by the node's own conversions and serialised by rclpy, so they are
-byte for byte what the node publishes; rosbags reads and writes the files (mcap or sqlite3,
-no ROS distro needed) and describes the new types from the packages' installed .msg files.
+`classification`, `label_mask` and `detections`, optionally `overlay` — in that topic's
+namespace, with the image's header and log time; `label_info` is written once per namespace,
+before its first frame. Messages are built by the node's own conversions and serialised by
+rclpy, so they are byte for byte what the node publishes; rosbags reads and writes the files
+(mcap or sqlite3, no ROS distro needed) and describes the new types from the packages'
+installed .msg files.
 """
 from __future__ import annotations
 
@@ -26,14 +27,16 @@ from rosbags.typesys.store import Typestore
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from ..core.detections import DEFAULT_MIN_AREA
 from ..core.pipeline import Perception
-from . import conversions
+from . import conversions, detection_messages
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 # output topic (relative to the image topic's namespace) → message type
 OUTPUT_TYPES = {"label_info": "vision_msgs/msg/LabelInfo", "tags": "tagclip_ros/msg/TagArray",
                 "classification": "vision_msgs/msg/Classification",
-                "label_mask": "sensor_msgs/msg/Image", "overlay": "sensor_msgs/msg/Image"}
+                "label_mask": "sensor_msgs/msg/Image", "overlay": "sensor_msgs/msg/Image",
+                "detections": "vision_msgs/msg/Detection2DArray"}
 # packages whose .msg files describe the output types that the base typestore lacks
 MESSAGE_PACKAGES = ("vision_msgs", "tagclip_ros")
 STORAGE = {".db3": StoragePlugin.SQLITE3, ".mcap": StoragePlugin.MCAP}
@@ -48,9 +51,10 @@ class BagError(ValueError):
 class BagOptions:
     """What to compute per frame and which image topics to tag (None: all of them)."""
 
-    method: str | None = "clipes"  # segmentation method, None for no label masks
+    method: str | None = "clipes"  # segmentation method, None for no label masks (nor detections)
     overlay: bool = False
     topics: list[str] | None = None
+    min_area: float = DEFAULT_MIN_AREA  # detections' least region area, a fraction of the image
 
 
 @dataclass
@@ -228,8 +232,9 @@ class BagTagger:
         except conversions.FrameError as exc:
             return str(exc)
         perceived = self.perception.run(rgb, self.options.method)
+        found = detection_messages.frame_regions(perceived, self.options.min_area)
         for name, out in conversions.result_messages(perceived, msg.header, rgb,
-                                                     self.options.overlay).items():
+                                                     self.options.overlay, found).items():
             self._write(writer, outputs[name], log_time, out)
         return None
 
@@ -249,7 +254,7 @@ class BagTagger:
     def _output_connections(self, writer: Writer, space: str) -> dict[str, Connection]:
         """The output topics of one namespace."""
         names = ["label_info", "tags", "classification"]
-        names += ["label_mask"] if self.options.method else []
+        names += ["label_mask", "detections"] if self.options.method else []
         names += ["overlay"] if self.options.overlay else []
         return {name: writer.add_connection(f"{space}/{name}", OUTPUT_TYPES[name], typestore=self.store,
                                             offered_qos_profiles=qos(name == "label_info"))

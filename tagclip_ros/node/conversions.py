@@ -22,12 +22,14 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
 
+from ..core.detections import Region
 from ..core.image import MAX_PIXELS, ImageError, check_size, to_rgb
 from ..core.overlay import render_overlay, tag_captions
 from ..core.pipeline import Perceived
 from ..core.tagclip import TagResult
 from ..core.vocab import Vocabulary
 from ..msg import Tag, TagArray
+from . import detection_messages
 
 BACKGROUND_LABEL = "background"
 # Compressed formats accepted: those OpenCV decodes whose size PIL reads from the header alone,
@@ -174,10 +176,11 @@ def classification(result: TagResult, header: Header) -> Classification:
 
 
 def result_messages(perceived: Perceived, header: Header, rgb: np.ndarray,
-                    overlay: bool) -> dict[str, Any]:
+                    overlay: bool, regions: list[Region] | None = None) -> dict[str, Any]:
     """Output topic → message for one frame (what the node publishes and `tagclip bag` writes):
-    tags, classification, label_mask when a mask was made and, if `overlay`, the overlay
-    picture, all with the input's header."""
+    tags, classification, label_mask when a mask was made, if `overlay` the overlay picture
+    and, given the frame's `regions` (detection_messages.frame_regions), detections; all with
+    the input's header."""
     result = perceived.tags
     out: dict[str, Any] = {"tags": tag_array(result, header),
                            "classification": classification(result, header)}
@@ -186,6 +189,8 @@ def result_messages(perceived: Perceived, header: Header, rgb: np.ndarray,
         out["label_mask"] = mask_to_image(mask, header, len(result.vocabulary.classes))
     if overlay:
         out["overlay"] = rgb_to_image(render_overlay(rgb, mask, tag_captions(result.tags)), header)
+    if regions is not None:
+        out["detections"] = detection_messages.detection_2d_array(regions, header)
     return out
 
 

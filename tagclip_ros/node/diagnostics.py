@@ -25,6 +25,7 @@ class FrameStats:
         self.processed = 0
         self.bad = 0
         self.overlays = 0  # overlays drawn: only for frames that had an overlay subscriber
+        self.detections = 0  # frames whose regions were computed: only while detections are watched
         self.last_error = ""
 
     def record(self, latency_s: float, core_s: float) -> None:
@@ -36,6 +37,10 @@ class FrameStats:
     def record_overlay(self) -> None:
         with self._lock:
             self.overlays += 1
+
+    def record_detections(self) -> None:
+        with self._lock:
+            self.detections += 1
 
     def record_bad(self, reason: str) -> None:
         with self._lock:
@@ -79,6 +84,7 @@ def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, sta
         "frames_dropped": str(dropped),
         "frames_bad": str(stats.bad),
         "overlays_drawn": str(stats.overlays),
+        "detections_computed": str(stats.detections),
         "rate_hz": f"{summary['rate_hz']:.2f}",
         "latency_ms": f"{summary['latency_ms']:.1f}",
         "core_ms": f"{summary['core_ms']:.1f}",

@@ -11,6 +11,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from ..core.detections import DEFAULT_MIN_AREA
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE
 from ..core.dataset_profiles import (BUILTIN, PROFILE_ESCAPE, PROFILES, DatasetProfile, affinity_start,
@@ -86,6 +87,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=("clipes", "dmar")),
     ParamSpec("segmentation.background_power", 1.0, "exponent of the background score "
               "(1 - max CAM)^p; larger gives more foreground", value_range=(0.01, 10.0)),
+    ParamSpec("detections.min_area", DEFAULT_MIN_AREA, "least area of a detections region, as a "
+              "fraction of the image's pixels", value_range=(0.0, 1.0)),
     ParamSpec("model.name", "ViT-B-16", "open_clip architecture", FIXED),
     ParamSpec("model.pretrained", "openai", "open_clip pretrained tag, downloaded on first use",
               FIXED),

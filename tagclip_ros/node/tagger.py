@@ -18,15 +18,16 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import Classification, LabelInfo
+from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
+from ..core.detections import Region
 from ..core.device import precision_name
 from ..core.loading import weights_setting
 from ..core.image import downscale_note
 from ..core.pipeline import Perceived, Perception
 from ..msg import TagArray
-from . import conversions
+from . import conversions, detection_messages
 from .diagnostics import FrameStats, diagnostic_array
 from .param_checks import ParameterError, given_at_start, unknown_parameter_warnings
 from .params import (PARAMETERS, PROFILE_PARAMETERS, SPECS, overrides_from, profile_from,
@@ -114,6 +115,7 @@ class TaggerNode(LifecycleNode):
             "classification": self.create_publisher(Classification, "classification", 10),
             "label_mask": self.create_publisher(Image, "label_mask", 10),
             "overlay": self.create_publisher(Image, "overlay", 10),
+            "detections": self.create_publisher(Detection2DArray, "detections", 10),
             "label_info": self.create_publisher(LabelInfo, "label_info", LATCHED),
         }
         self.worker = LatestFrameWorker(self._process, self._on_worker_error)
@@ -269,9 +271,22 @@ class TaggerNode(LifecycleNode):
             overlay = self.pubs["overlay"].get_subscription_count() > 0  # drawn only when watched
             if overlay:
                 self.stats.record_overlay()
-            for topic, out in conversions.result_messages(result, msg.header, rgb, overlay).items():
+            found = self._regions(result) if detection_messages.watched(self.pubs) else None
+            for topic, out in conversions.result_messages(result, msg.header, rgb, overlay,
+                                                          found).items():
                 self.pubs[topic].publish(out)
         return True
+
+    def _regions(self, result: Perceived) -> list[Region] | None:
+        """The frame's detection regions, counted in /diagnostics; None, with a throttled
+        warning, when segmentation is off (regions are those of the label mask)."""
+        found = detection_messages.frame_regions(result, self.param("detections.min_area"))
+        if found is None:
+            self.get_logger().warning("detections need segmentation.enabled: none are published",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+        else:
+            self.stats.record_detections()
+        return found
 
     def _publish_label_info(self) -> None:
         with self._publish_lock:  # never into a publisher that cleanup destroyed

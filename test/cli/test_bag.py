@@ -14,6 +14,8 @@ from PIL import Image
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from tagclip_ros.core import read_image
+from tagclip_ros.core.detections import DEFAULT_MIN_AREA, regions
+from tagclip_ros.core.tagclip import Tag
 
 from ..conftest import IMAGES, WEIGHTS
 from . import helpers
@@ -138,6 +140,22 @@ def segment_pixels(folder, tag_arrays: list, cache: str) -> list[np.ndarray]:
     return [np.asarray(Image.open(os.path.join(out, f"{i:03d}.png"))) for i in range(len(tag_arrays))]
 
 
+def regions_of(mask: np.ndarray, tags) -> list[tuple]:
+    """core.detections.regions of a label mask and a TagArray's tags, as `detected` gives them."""
+    found = regions(mask, [Tag(t.class_id - 1, t.label, t.score) for t in tags.tags], DEFAULT_MIN_AREA)
+    return [(r.id, r.label, np.float32(r.score), r.center, r.size) for r in found]
+
+
+def detected(detections) -> list[tuple]:
+    """A Detection2DArray's (id, label, score, centre, size), each with one result."""
+    out = []
+    for d in detections.detections:
+        [result] = d.results
+        out.append((d.id, result.hypothesis.class_id, np.float32(result.hypothesis.score),
+                    (d.bbox.center.position.x, d.bbox.center.position.y), (d.bbox.size_x, d.bbox.size_y)))
+    return out
+
+
 @pytest.mark.parametrize("storage", sorted(STORAGES))
 def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
     source, target = str(tmp_path / "in"), str(tmp_path / "out")
@@ -161,7 +179,7 @@ def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
     for topic, connection in in_connections.items():
         assert (out_connections[topic].msgtype, out_connections[topic].msgdef) == \
             (connection.msgtype, connection.msgdef)
-    # per good frame: tags, classification, label_mask and overlay with its header and log time
+    # per good frame: tags, classification, label_mask, overlay and detections with its header and log time
     outputs = {}
     for topic, log_time, raw in out_messages:
         if topic not in in_connections:
@@ -169,12 +187,12 @@ def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
             outputs.setdefault(topic, []).append((log_time, msg))
     spaces = ["/robot/cam", "/robot/bgr", "/robot/mono", "/robot/jpeg"]
     assert set(outputs) == {f"{s}/{n}" for s in spaces for n in
-                            ("tags", "classification", "label_mask", "overlay", "label_info")}
-    pixels, tag_arrays, masks = [], [], []
+                            ("tags", "classification", "label_mask", "overlay", "label_info", "detections")}
+    pixels, tag_arrays, masks, boxes = [], [], [], 0
     for (topic, log_time), msg in sorted(frames_in.items(), key=lambda kv: kv[0][1]):
         space = "/" + "/".join(topic.strip("/").split("/")[:2])
         found = {}
-        for name in ("tags", "classification", "label_mask", "overlay"):
+        for name in ("tags", "classification", "label_mask", "overlay", "detections"):
             matches = [m for t, m in outputs[f"{space}/{name}"] if t == log_time]
             assert len(matches) == 1, (topic, name)
             assert matches[0].header == msg.header
@@ -187,6 +205,10 @@ def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
         pixels.append(decoded(store, topic, msg))
         tag_arrays.append(tags)
         masks.append(np.frombuffer(bytes(mask.data), np.uint8).reshape(64, 96))
+        assert detected(found["detections"]) == regions_of(masks[-1], tags)
+        assert all(d.header == msg.header for d in found["detections"].detections)
+        boxes += len(found["detections"].detections)
+    assert boxes > 0
     for space in spaces:
         [(log_time, info)] = outputs[f"{space}/label_info"]
         assert info.class_map[0].class_name == "background" and len(info.class_map) == 21
