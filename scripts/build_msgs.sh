@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build and install tagclip_ros's messages (msg/*.msg), and the vision_msgs interfaces it
+# Build and install tagclip_ros's interfaces (msg/*.msg, srv/*.srv), and the vision_msgs ones it
 # publishes (third_party/vision_msgs), with rosidl/ament_cmake against a venv that holds the
 # ROS 2 PyPI wheels (requirements/ros.txt) -- no ROS distro needed. vision_msgs has no wheel;
 # third_party/README.md says why the copy is wire-compatible with the distro's package.
@@ -8,7 +8,7 @@
 #
 # Both packages go into INSTALL_PREFIX, vision_msgs first. Idempotent, per package: nothing is
 # built (~0.2 s) when INSTALL_PREFIX's stamp for it is newer than its inputs (vision_msgs:
-# third_party/vision_msgs; tagclip_ros: msg/, CMakeLists.txt, package.xml,
+# third_party/vision_msgs; tagclip_ros: msg/, srv/, CMakeLists.txt, package.xml,
 # tagclip_ros/__init__.py, scripts/tagger_node, scripts/image_source, launch/, config/);
 # otherwise an incremental CMake build (~3 s; ~20 s each from scratch). Also rewrites, once,
 # the wheel builder's include paths in VENV/share/*/cmake/*.cmake, which a `colcon build`
@@ -63,7 +63,7 @@ STAMP_ID="venv=$VENV src=$SRC prefix=$PREFIX"
 VISION_SRC="$SRC/third_party/vision_msgs"
 VISION_STAMP="$PREFIX/.vision_msgs.stamp"
 TAGCLIP_STAMP="$PREFIX/.tagclip_ros_msgs.stamp"
-TAGCLIP_INPUTS=("$SRC/msg" "$SRC/CMakeLists.txt" "$SRC/package.xml" "$SRC/tagclip_ros/__init__.py"
+TAGCLIP_INPUTS=("$SRC/msg" "$SRC/srv" "$SRC/CMakeLists.txt" "$SRC/package.xml" "$SRC/tagclip_ros/__init__.py"
                 "$SRC/scripts/tagger_node" "$SRC/scripts/image_source")
 for d in launch config; do
   if [ -d "$SRC/$d" ]; then TAGCLIP_INPUTS+=("$SRC/$d"); fi
@@ -90,14 +90,14 @@ export PATH="$VENV/bin:$PATH"
 
 # 3. build_package NAME SOURCE CMAKE_BUILD_DIR STAMP [CMAKE_ARG...]: configure (first time, or
 #    when the cache was made for another venv/source/prefix), build, install, stamp.
-#    rosidl installs whole generated folders, so a removed .msg would live on in the build
-#    folder and the prefix: when the set of .msg files changes, build afresh and then delete
-#    from the prefix what the previous install put there and this one did not.
+#    rosidl installs whole generated folders, so a removed .msg or .srv would live on in the
+#    build folder and the prefix: when the set of interface files changes, build afresh and then
+#    delete from the prefix what the previous install put there and this one did not.
 build_package() {
   local name=$1 source=$2 build=$3 stamp=$4 start gen=() messages old_manifest=
   shift 4
   start=$(date +%s.%N)
-  messages=$(cd "$source" && ls msg/*.msg)
+  messages=$(cd "$source" && ls msg/*.msg && { ls srv/*.srv 2>/dev/null || true; })
   if [ -f "$build/install_manifest.txt" ] && [ "$(cat "$build/.tagclip_messages" 2>/dev/null)" != "$messages" ]; then
     old_manifest=$(cat "$build/install_manifest.txt")
     rm -rf "${build:?}"
@@ -150,7 +150,7 @@ if [ $tagclip_ok = 0 ]; then
   cp -p "$SRC/CMakeLists.txt" "$SRC/package.xml" "$COPY/"
   cp -p "$SRC/tagclip_ros/__init__.py" "$COPY/tagclip_ros/"
   cp -p "$SRC/scripts/tagger_node" "$SRC/scripts/image_source" "$COPY/scripts/"
-  for d in msg launch config; do
+  for d in msg srv launch config; do
     if [ -d "$SRC/$d" ]; then rm -rf "${COPY:?}/$d"; cp -rp "$SRC/$d" "$COPY/$d"; fi
   done
   build_package tagclip_ros "$COPY" "$BUILD_DIR/cmake" "$TAGCLIP_STAMP" \

@@ -7,6 +7,7 @@ the whole image and masks come back at its size.
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,17 @@ class Perception:
         tag_settings, segmentation_settings = profile_settings(profile, tag_overrides,
                                                                segmentation_overrides)
         return cls(loaded, profile.vocabulary, tag_settings, segmentation_settings, text_cache)
+
+    def sharing(self, vocabulary: Vocabulary, tag_settings: TagClipSettings,
+                segmentation_settings: SegmentationSettings) -> Perception:
+        """A Perception over `vocabulary` with these settings that computes with this one's
+        models, vision towers and text caches (no copy of the weights, no second compile):
+        another vocabulary beside this one's (the node's queries). Run the two only one at a
+        time (on one thread), as the towers' working memory is shared."""
+        other = copy.copy(self)
+        other.tagger = self.tagger.sharing(vocabulary, tag_settings)
+        other.segmenter = self.segmenter.sharing(vocabulary, segmentation_settings)
+        return other
 
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:
         """Switch both stages to `vocabulary`; only names never encoded before cost time."""

@@ -350,6 +350,15 @@ class ClipEsSegmenter:
         with self._lock:
             self._vocab_state = (vocabulary, foreground, bg)
 
+    def sharing(self, vocabulary: Vocabulary, settings: SegmentationSettings) -> ClipEsSegmenter:
+        """A segmenter over `vocabulary` with `settings` that computes with this one's model
+        (as rounded), vision tower and text cache (no copy): run the two only one at a time."""
+        other = copy.copy(self)
+        other.settings = settings
+        other._lock = threading.Lock()
+        other.set_vocabulary(vocabulary)
+        return other
+
     @property
     def vocabulary(self) -> Vocabulary:
         return self._vocab_state[0]

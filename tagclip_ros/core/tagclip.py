@@ -7,6 +7,7 @@ of its region and averages the local and global scores. See ../shared/design/alg
 """
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass, field
 
@@ -182,6 +183,16 @@ class TagClip:
         features = self.text_cache.features(vocabulary.all_names, self.settings.templates)
         with self._lock:
             self._vocab_state = (vocabulary, features)
+
+    def sharing(self, vocabulary: Vocabulary, settings: TagClipSettings) -> TagClip:
+        """A classifier over `vocabulary` with `settings` that computes with this one's model,
+        vision tower and text cache (no copy, no second compile): run the two only one at a
+        time, as the tower's working memory is shared."""
+        other = copy.copy(self)
+        other.settings = settings
+        other._lock = threading.Lock()
+        other.set_vocabulary(vocabulary)
+        return other
 
     @property
     def vocabulary(self) -> Vocabulary:

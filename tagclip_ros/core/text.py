@@ -18,7 +18,8 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import BinaryIO
 
 import numpy as np
@@ -112,6 +113,18 @@ class TextFeatureCache:
                     self.store.write(key, name, feature)
         stacked = np.stack([self._memory[(key, n)] for n in names])
         return torch.from_numpy(stacked).to(self.loaded.device)
+
+    @contextmanager
+    def transient(self) -> Iterator[None]:
+        """Features first read or encoded inside this block are dropped from memory after it
+        (the disk keeps them): whoever asked for them holds them as long as it needs, and names
+        asked for once (a query's vocabulary) do not grow the memory without bound."""
+        kept = set(self._memory)
+        try:
+            yield
+        finally:
+            for key in set(self._memory) - kept:
+                del self._memory[key]
 
     def _load_from_disk(self, key: str, name: str) -> bool:
         feature = self.store.read(key, name) if self.store is not None else None

@@ -32,6 +32,7 @@ from .diagnostics import FrameStats, diagnostic_array
 from .param_checks import ParameterError, given_at_start, unknown_parameter_warnings
 from .params import (PARAMETERS, PROFILE_PARAMETERS, SPECS, overrides_from, profile_from,
                      rejection_reason, start_reason, typed)
+from .query_service import TagImageService
 from .worker import LatestFrameWorker
 
 try:  # Iron and newer
@@ -74,6 +75,7 @@ class TaggerNode(LifecycleNode):
         self._last_taken: Header | None = None  # the last frame's header, to spot a resend
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.param("diagnostics_period"), self._publish_diagnostics)
+        self.tag_image = TagImageService(self, self._values)  # ~/tag_image, served while active
         if self.param("autostart"):
             self.trigger_configure()
             if self.perception is not None:
@@ -175,6 +177,7 @@ class TaggerNode(LifecycleNode):
                 self.destroy_publisher(publisher)
             self.pubs = {}
             self.perception = None
+        self.tag_image.release()
         free_accelerator_memory()
         return not self._stopping
 

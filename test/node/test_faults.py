@@ -24,7 +24,9 @@ from tagclip_ros.core import load_vocabulary, read_image
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
 from tagclip_ros.node.harness import TAGGER, Client, TaggerProcess, wait_until
+from tagclip_ros.node.query_service import CLEANED_UP
 from tagclip_ros.node.worker import LatestFrameWorker
+from tagclip_ros.srv import TagImage
 
 from ..conftest import IMAGES
 from .test_tagger_node import ANSWER_S, STARTUP_S, chelsea, diagnostics_value, lifecycle, start
@@ -284,20 +286,37 @@ def timed(transition: Callable[[], str]) -> str:
     return state
 
 
+def query_behind_the_frame(ros: Client, namespace: str, diagnostics: list):
+    """A ~/tag_image request sent while a heavy frame runs (it waits for the inference thread),
+    once frames sent after it were counted (the node has taken it): its future."""
+    client = ros.node.create_client(TagImage, f"{namespace}/tagclip_tagger/tag_image")
+    assert client.wait_for_service(timeout_sec=ANSWER_S)
+    future = client.call_async(TagImage.Request(image=rgb_to_image(chelsea(), Header())))
+    dropped = diagnostics_value(diagnostics, namespace, "frames_dropped")
+    wait_until(lambda: diagnostics_value(diagnostics, namespace, "frames_dropped") >= dropped + 2,
+               ANSWER_S, f"{namespace}: frames dropped after the query")
+    return future
+
+
 def test_deactivate_and_cleanup_during_a_frame(ros, tmp_path_factory, text_cache_dir):
-    """Transitions requested while a frame runs: each is reached at once, the frame's result is
-    dropped (an inactive node publishes nothing), and configure + activate work again."""
+    """Transitions requested while a frame runs, and a ~/tag_image request waits behind it: each
+    is reached at once (the waiting request blocks nothing), the frame's result is dropped (an
+    inactive node publishes nothing), the request is answered that the node was cleaned up,
+    and configure + activate work again."""
     process, _ = started(ros, tmp_path_factory, text_cache_dir, "/transitions", **HEAVY)
     diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
     tags = ros.collect(TagArray, "/transitions/tags")
     try:
         with streaming(ros, "/transitions/camera", night(), 30_000, period=0.2):
             wait_for_a_frame_in_progress("/transitions", diagnostics, tags)
+            query = query_behind_the_frame(ros, "/transitions", diagnostics)
             assert timed(lambda: lifecycle(ros, "/transitions", Transition.TRANSITION_DEACTIVATE)) \
                 == "inactive"
         assert timed(lambda: lifecycle(ros, "/transitions", Transition.TRANSITION_CLEANUP)) \
             == "unconfigured"
         assert not tags, "the heavy frame was still running: the transitions did not wait for it"
+        answer = wait_until(lambda: query.done() and query.result(), ANSWER_S, "the query answered")
+        assert (answer.success, answer.message) == (False, CLEANED_UP)
         assert lifecycle(ros, "/transitions", Transition.TRANSITION_CONFIGURE) == "inactive"
         assert lifecycle(ros, "/transitions", Transition.TRANSITION_ACTIVATE) == "active"
         with streaming(ros, "/transitions/camera", chelsea(), 40_000, period=0.5):
