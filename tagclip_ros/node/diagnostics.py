@@ -74,6 +74,8 @@ def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, sta
     summary = stats.summary()
     if state != "active":
         level, message = DiagnosticStatus.WARN, f"node is {state}"
+    elif info.get("paused") == "true":
+        level, message = DiagnosticStatus.OK, "paused by ~/enable"
     elif stats.last_error and stats.bad:
         level, message = DiagnosticStatus.WARN, f"last bad frame: {stats.last_error}"
     else:

@@ -14,6 +14,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from ..core.detections import DEFAULT_MIN_AREA
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE
+from ..core.temporal import TemporalSettings
 from ..core.dataset_profiles import (BUILTIN, PROFILE_ESCAPE, PROFILES, DatasetProfile, affinity_start,
                                      select_profile)
 from .param_checks import normalized, type_reason
@@ -27,6 +28,7 @@ START = "read at start"  # by the node's constructor: a later change would be ke
 # parameter"); a value can still be given at start (command line, params file, launch).
 FIXED = "fixed at start: read-only, as it names a file or folder the node reads or writes"
 PROFILE_DEFAULT = -1.0  # a threshold parameter's value that takes the profile's
+TEMPORAL = "temporal."  # the stable-tags parameters' prefix: a change of any starts them over
 # Parameters whose change re-applies the profile with its overrides (`overrides_from`).
 PROFILE_PARAMETERS = frozenset({"vocabulary", "background", "tag_threshold", "candidate_threshold",
                                 "affinity_blocks", "segmentation.background_power"})
@@ -81,6 +83,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "classes; -1: the profile's (0.5; cocostuff 0.1)", value_range=(-1.0, 1.0)),
     ParamSpec("affinity_blocks", 0, "DMAR's affinity averages this many blocks before the last; "
               "0: the profile's (3; cocostuff all)", value_range=(0, 64)),
+    ParamSpec("temporal.enabled", False, "stable tags: tags, classification, label_mask and "
+              "detections follow smoothed scores with hysteresis, not each frame alone"),
+    ParamSpec("temporal.alpha", TemporalSettings.alpha, "weight of the new frame's scores in the "
+              "smoothed ones", value_range=(0.0, 1.0)),
+    ParamSpec("temporal.min_frames", TemporalSettings.min_frames, "consecutive frames a class "
+              "must be above the tag threshold to become a tag", value_range=(1, 1000)),
+    ParamSpec("temporal.release", TemporalSettings.release, "a tag stays one until its smoothed "
+              "score falls below this times the tag threshold", value_range=(0.0, 1.0)),
+    ParamSpec("temporal.reset_after", TemporalSettings.reset_after, "seconds between frame "
+              "stamps after which stable tags start over", value_range=(0.0, 86400.0)),
+    ParamSpec("max_rate", 0.0, "most frames per second processed (on average); faster ones are "
+              "dropped before any work; 0: no limit", value_range=(0.0, 1000.0)),
     ParamSpec("segmentation.enabled", True, "publish label_mask (and a tinted overlay)"),
     ParamSpec("segmentation.method", "clipes", "clipes: CLIP-ES Grad-CAM masks (the paper's); "
               "dmar: gradient-free masks from TagCLIP's refined map (faster, coarser)",
@@ -141,6 +155,13 @@ def overrides_from(values: Mapping[str, Any]) -> tuple[dict, dict]:
     return tag, {"background_power": values["segmentation.background_power"], "max_input_side": max_side}
 
 
+def temporal_from(values: Mapping[str, Any]) -> TemporalSettings:
+    """The stable-tags settings the `temporal.*` values give (ValueError if bad); used while
+    `temporal.enabled` is on."""
+    return TemporalSettings(alpha=values["temporal.alpha"], min_frames=values["temporal.min_frames"],
+                            release=values["temporal.release"], reset_after=values["temporal.reset_after"])
+
+
 def threshold(value: float) -> float | None:
     """A threshold parameter's value, None for PROFILE_DEFAULT (the profile's)."""
     return None if value == PROFILE_DEFAULT else value
@@ -167,6 +188,11 @@ def rejection_reason(changes: Mapping[str, Any], current: Mapping[str, Any],
     if "vocabulary" in changes or "background" in changes:
         try:
             profile_from({**current, **changes})
+        except ValueError as exc:
+            return str(exc)
+    if any(name.startswith(TEMPORAL) for name in changes):
+        try:
+            temporal_from({**current, **changes})
         except ValueError as exc:
             return str(exc)
     return None

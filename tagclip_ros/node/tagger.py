@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -18,6 +19,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+from std_srvs.srv import SetBool
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
@@ -26,12 +28,15 @@ from ..core.device import precision_name
 from ..core.loading import weights_setting
 from ..core.image import downscale_note
 from ..core.pipeline import Perceived, Perception
+from ..core.tagclip import TagResult
+from ..core.temporal import StableTags
 from ..msg import TagArray
 from . import conversions, detection_messages
 from .diagnostics import FrameStats, diagnostic_array
+from .gate import FrameGate
 from .param_checks import ParameterError, given_at_start, unknown_parameter_warnings
-from .params import (PARAMETERS, PROFILE_PARAMETERS, SPECS, overrides_from, profile_from,
-                     rejection_reason, start_reason, typed)
+from .params import (PARAMETERS, PROFILE_PARAMETERS, SPECS, TEMPORAL, overrides_from, profile_from,
+                     rejection_reason, start_reason, temporal_from, typed)
 from .query_service import TagImageService
 from .worker import LatestFrameWorker
 
@@ -63,6 +68,9 @@ class TaggerNode(LifecycleNode):
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.stats = FrameStats()
+        self.gate = FrameGate(self.param("max_rate"), self.get_logger().info)  # ~/enable, max_rate
+        self.create_service(SetBool, "~/enable", self.gate.on_enable)
+        self.stable: StableTags | None = None  # with temporal.enabled: the stream's stable tags
         self.perception: Perception | None = None
         self.worker: LatestFrameWorker | None = None
         self._stopping: list[LatestFrameWorker] = []  # stopped, but still finishing a frame
@@ -109,6 +117,7 @@ class TaggerNode(LifecycleNode):
             values = self._values()
             self.perception = Perception.for_profile(loaded, profile_from(values), cache,
                                                      *overrides_from(values))
+            self.stable = stable_tags(values)
         except (WeightsError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -196,6 +205,8 @@ class TaggerNode(LifecycleNode):
             self.get_logger().warning(f"parameter change rejected: {reason}")
             return SetParametersResult(successful=False, reason=reason)
         changes = {name: typed(name, value) for name, value in changes.items()}
+        if "max_rate" in changes:  # applied at once: the gate runs on this (the executor's) thread
+            self.gate.limiter.set_rate(changes["max_rate"])
         if self.worker is not None:  # apply on the inference thread, before the next frame
             values = {**self._values(), **changes}  # the state this change leads to, as checked
             self.worker.call_soon(lambda: self._apply(changes, values))
@@ -207,6 +218,8 @@ class TaggerNode(LifecycleNode):
         perception = self.perception
         if perception is None:
             return
+        if any(name.startswith(TEMPORAL) for name in changes):
+            self.stable = stable_tags(values)  # new settings: the stream starts over
         if not PROFILE_PARAMETERS & changes.keys():
             return
         profile = profile_from(values)
@@ -225,6 +238,8 @@ class TaggerNode(LifecycleNode):
             return
         if conversions.is_resend(msg.header, self._last_taken):
             return  # the last frame sent again (image_source does until answered): answered once
+        if not self.gate.admit():
+            return  # paused, or faster than max_rate: dropped before any work, and counted
         self._last_taken = msg.header
         self.worker.submit((msg, time.monotonic(), self._activation))
 
@@ -241,7 +256,7 @@ class TaggerNode(LifecycleNode):
             return
         method = self.param("segmentation.method") if self.param("segmentation.enabled") else None
         self._note_downscale(perception, rgb.shape[:2])
-        result = perception.run(rgb, method)
+        result = perception.run(rgb, method, select=self._stable_selection(msg.header, perception))
         if not self._publish_results(msg, rgb, result, activation):
             return
         in_node = time.monotonic() - received
@@ -259,6 +274,17 @@ class TaggerNode(LifecycleNode):
         note = downscale_note(*size, perception.tagger.loaded.patch_size, settings.max_input_side)
         if note:
             self.get_logger().info(note)
+
+    def _stable_selection(self, header: Header, perception: Perception
+                          ) -> Callable[[TagResult], TagResult] | None:
+        """With temporal.enabled, what turns a frame's TagCLIP result into the stream's stable
+        tags (core.temporal), before its mask and detections are made; None otherwise."""
+        stable = self.stable
+        if stable is None:
+            return None
+        factor = perception.tagger.settings.tag_threshold
+        seconds = header.stamp.sec + header.stamp.nanosec * 1e-9
+        return lambda result: stable.update(result, factor, seconds)
 
     def _current(self, activation: int) -> bool:
         """Whether the node stayed active since a frame arrived during `activation`."""
@@ -322,9 +348,16 @@ class TaggerNode(LifecycleNode):
                         model=loaded.description)
         state = self._state()
         dropped = self.worker.dropped if self.worker else 0
+        info.update(self.gate.diagnostics())
         self.diagnostics_pub.publish(diagnostic_array(
             self.get_fully_qualified_name(), self.get_clock().now().to_msg(), self.stats, dropped,
             state, info))
+
+
+def stable_tags(values: dict[str, Any]) -> StableTags | None:
+    """A new stream's stable tags with the `temporal.*` values; None while temporal.enabled
+    is off."""
+    return StableTags(temporal_from(values)) if values["temporal.enabled"] else None
 
 
 def free_accelerator_memory() -> None:

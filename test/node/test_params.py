@@ -34,6 +34,9 @@ CURRENT = {spec.name: spec.default for spec in PARAMETERS}
     ({"vocabulary": ["vco"]}, "not a dataset profile.*'=vco'"),
     ({"tag_threshold": 2.0}, r"\[-1.0, 1.0\]"), ({"tag_threshold": -0.5}, "or be -1 for the profile's"),
     ({"candidate_threshold": 1.5}, r"\[-1.0, 1.0\]"), ({"affinity_blocks": -1}, r"\[0, 64\]"),
+    ({"temporal.alpha": 0.0}, r"new frame's weight in \(0, 1\], not 0.0"),
+    ({"temporal.reset_after": 0.0}, "positive seconds"), ({"temporal.min_frames": 0}, r"\[1, 1000\]"),
+    ({"max_rate": -1.0}, r"max_rate must lie in \[0.0, 1000.0\]"),
 ])
 def test_invalid_changes_are_rejected_with_a_reason(changes, reason):
     assert re.search(reason, rejection_reason(changes, CURRENT) or "")

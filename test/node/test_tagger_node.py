@@ -18,6 +18,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+from std_srvs.srv import SetBool
 from vision_msgs.msg import Classification, LabelInfo
 
 from tagclip_ros.core import TextFeatureCache, load_model, load_vocabulary, read_image
@@ -372,6 +373,80 @@ def test_latency_stays_bounded_at_30_hz(ros, raw_tagger):
     assert max(latencies) <= 2.5 * period + 0.5, (latencies, period)
     wait_until(lambda: diagnostics_value(diagnostics, "/raw", "frames_dropped") - dropped_before
                >= 90 - len(latencies) - 2, 10, "dropped frames reported")
+
+
+def call_enable(ros: Client, namespace: str, on: bool) -> SetBool.Response:
+    """What `ros2 service call NS/tagclip_tagger/enable std_srvs/srv/SetBool "{data: ON}"` sends."""
+    return ros.call(SetBool, f"{namespace}/tagclip_tagger/enable", SetBool.Request(data=on))
+
+
+def answered_and_counted(diagnostics: list, tags: list, camera: Camera, frame: Image, sec: int) -> dict:
+    """Send a frame to /raw until answered; the node's /diagnostics values once they count it."""
+    processed = int(wait_until(lambda: diagnostics_values(diagnostics, "/raw"), 30, "diagnostics")
+                    ["frames_processed"])
+    answer_for(tags, camera.send(frame, sec), resend=lambda: camera.send(frame, sec))
+    return wait_until(lambda: (v := diagnostics_values(diagnostics, "/raw"))
+                      and int(v["frames_processed"]) > processed and v, 30, f"frame {sec} counted")
+
+
+def held_back(diagnostics: list, camera: Camera, frame: Image, sec: int, counter: str) -> dict:
+    """Send a frame to /raw (again every RESEND_S) until /diagnostics `counter` counts it; the
+    values then."""
+    base = int(wait_until(lambda: diagnostics_values(diagnostics, "/raw"), 30, "diagnostics")[counter])
+    sent = [0.0]
+
+    def counted() -> dict | None:
+        values = diagnostics_values(diagnostics, "/raw")
+        if int(values[counter]) > base:
+            return values
+        if time.monotonic() - sent[0] > RESEND_S:
+            camera.send(frame, sec)
+            sent[0] = time.monotonic()
+        return None
+    return wait_until(counted, ANSWER_S, f"frame {sec} counted in {counter}")
+
+
+def test_enable_false_pauses_the_node_and_true_resumes_it(ros, raw_tagger):
+    """~/enable false: arriving frames are dropped before any work (counted, none processed),
+    label_info stays latched, /diagnostics say paused; true: frames are answered again."""
+    diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
+    tags = ros.collect(TagArray, "/raw/tags")
+    camera, frame = Camera(ros, "/raw/camera"), rgb_to_image(chelsea(), Header())
+    before = answered_and_counted(diagnostics, tags, camera, frame, 9000)
+    try:
+        response = call_enable(ros, "/raw", False)
+        assert response.success and response.message.startswith("paused"), response.message
+        wait_until(lambda: diagnostics_values(diagnostics, "/raw")["paused"] == "true", 30,
+                   "paused in /diagnostics")
+        paused = held_back(diagnostics, camera, frame, 9001, "frames_paused")
+        assert (paused["state"], paused["frames_processed"]) == ("active", before["frames_processed"])
+        latched = ros.collect(LabelInfo, "/raw/label_info", LATCHED)
+        wait_until(lambda: latched, 30, "label_info, latched, while paused")
+    finally:
+        assert call_enable(ros, "/raw", True).success
+    assert answered_and_counted(diagnostics, tags, camera, frame, 9002)["paused"] == "false"
+    assert not [m for m in tags if m.header.stamp.sec == 9001]
+
+
+def test_max_rate_drops_the_frames_beyond_it_before_any_work(ros, raw_tagger):
+    """max_rate 0.001 Hz: the first frame after the change is processed, the next ones (well
+    within its period) are counted as rate-limited, apart from the newest-frame drops, and never
+    answered; 0 lifts the limit."""
+    diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
+    tags = ros.collect(TagArray, "/raw/tags")
+    camera, frame = Camera(ros, "/raw/camera"), rgb_to_image(chelsea(), Header())
+    try:
+        assert set_parameter(ros, "/raw", "max_rate", 0.001).successful
+        first = answered_and_counted(diagnostics, tags, camera, frame, 9100)
+        for sec in range(9101, 9105):
+            last = held_back(diagnostics, camera, frame, sec, "frames_rate_limited")
+        assert int(last["frames_rate_limited"]) >= int(first["frames_rate_limited"]) + 4
+        assert (last["frames_processed"], last["frames_dropped"]) == \
+            (first["frames_processed"], first["frames_dropped"])
+    finally:
+        assert set_parameter(ros, "/raw", "max_rate", 0.0).successful
+    answered_and_counted(diagnostics, tags, camera, frame, 9105)
+    assert not [m for m in tags if 9101 <= m.header.stamp.sec <= 9104]
 
 
 def lifecycle(ros: Client, namespace: str, transition: int | None = None) -> str:
