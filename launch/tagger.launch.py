@@ -3,13 +3,16 @@
     ros2 launch tagclip_ros tagger.launch.py image:=/camera/image_raw compressed:=true \
         params_file:=my_tagger.yaml device:=cuda precision:=fp16 namespace:=front \
         weights:=/models/ViT-B-16.pt rviz:=true
+    ros2 launch tagclip_ros tagger.launch.py image:=/camera/color/image_raw depth_enabled:=true \
+        depth:=/camera/aligned_depth_to_color/image_raw camera_info:=/camera/color/camera_info
 
 The node comes up active (autostart) and publishes tags, classification, label_mask, label_info
-and overlay in its namespace. `rviz:=true` also starts rviz2 (it must be installed) with
+and overlay in its namespace (and, with depth_enabled:=true, detections_3d from `depth` and
+`camera_info`). `rviz:=true` also starts rviz2 (it must be installed) with
 config/tagger.rviz, in the same namespace, so that the config's relative topics `overlay` and
 `label_mask` are the node's. The tests start the same command line: tagger_node --ros-args -r __ns:=/NS
 --params-file FILE -p device:=D -p image_transport:=T -p model.weights:=W -r image:=TOPIC
--r image/compressed:=TOPIC/compressed
+-r image/compressed:=TOPIC/compressed (and -p depth.enabled:=true -r depth:=D -r camera_info:=C)
 """
 import os
 
@@ -19,6 +22,7 @@ from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -39,6 +43,12 @@ def generate_launch_description() -> LaunchDescription:
                               description="fp32; bf16 (CPU or CUDA); fp16 (CUDA)"),
         DeclareLaunchArgument("weights", default_value="",
                               description="local checkpoint (default: download OpenAI ViT-B/16)"),
+        DeclareLaunchArgument("depth_enabled", default_value="false",
+                              description="also subscribe depth and camera_info; publish detections_3d"),
+        DeclareLaunchArgument("depth", default_value="depth",
+                              description="depth image topic registered to the image (16UC1 mm, 32FC1 m)"),
+        DeclareLaunchArgument("camera_info", default_value="camera_info",
+                              description="the colour camera's CameraInfo topic"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("rviz", default_value="false",
                               description="also start rviz2 with config/tagger.rviz"),
@@ -50,8 +60,12 @@ def generate_launch_description() -> LaunchDescription:
             parameters=[LaunchConfiguration("params_file"),
                         {"device": LaunchConfiguration("device"),
                          "precision": LaunchConfiguration("precision"), "image_transport": transport,
-                         "model.weights": LaunchConfiguration("weights")}],
-            remappings=[("image", image), ("image/compressed", [image, "/compressed"])],
+                         "model.weights": LaunchConfiguration("weights"),
+                         "depth.enabled": ParameterValue(LaunchConfiguration("depth_enabled"),
+                                                         value_type=bool)}],
+            remappings=[("image", image), ("image/compressed", [image, "/compressed"]),
+                        ("depth", LaunchConfiguration("depth")),
+                        ("camera_info", LaunchConfiguration("camera_info"))],
             output="screen",
             emulate_tty=True,
         ),

@@ -222,7 +222,8 @@ def launch_description(monkeypatch) -> Recorded:
     """generate_launch_description() of launch/tagger.launch.py (compiled and run) against
     stand-ins."""
     for name in ("launch", "launch.actions", "launch.conditions", "launch.substitutions",
-                 "launch_ros", "launch_ros.actions", "ament_index_python",
+                 "launch_ros", "launch_ros.actions", "launch_ros.parameter_descriptions",
+                 "ament_index_python",
                  "ament_index_python.packages"):
         monkeypatch.setitem(sys.modules, name, StandInModule(name))
     sys.modules["ament_index_python.packages"].get_package_share_directory = (
@@ -256,3 +257,17 @@ def test_launch_file_declares_rviz_and_runs_it_in_the_tagger_namespace(launch_de
     # CMakeLists.txt installs config/ to share/tagclip_ros (test_package_build checks it).
     assert os.path.isfile(os.path.join(REPO, os.path.relpath(config, SHARE)))
 
+
+def test_launch_file_remaps_depth_and_camera_info_and_enables_depth(launch_description):
+    entities = launch_description.args[0]
+    arguments = {e.args[0]: e.kwargs.get("default_value") for e in entities
+                 if type(e).__name__ == "DeclareLaunchArgument"}
+    assert (arguments["depth_enabled"], arguments["depth"], arguments["camera_info"]) == \
+        ("false", "depth", "camera_info")
+    [tagger] = [e for e in entities if type(e).__name__ == "Node" and e.kwargs["executable"] == "tagger_node"]
+    configuration = type(tagger.kwargs["namespace"])
+    remappings = dict(tagger.kwargs["remappings"])
+    assert remappings["depth"] == configuration("depth")
+    assert remappings["camera_info"] == configuration("camera_info")
+    enabled = tagger.kwargs["parameters"][1]["depth.enabled"]
+    assert enabled.args == (configuration("depth_enabled"),) and enabled.kwargs == {"value_type": bool}

@@ -6,6 +6,7 @@ import os
 
 from tqdm import tqdm
 
+from ..core.depth import DEFAULT_MAX_DELAY
 from ..core.pipeline import SEGMENTATION_METHODS
 from .common import EXIT_SOME_FAILED, add_model_arguments, build_perception, profile_from, report
 
@@ -16,7 +17,10 @@ DESCRIPTION = ("Writes OUT, a rosbag2 in IN's storage format holding every messa
                "classification, label_mask and detections (unless --no-masks), label_info "
                "and, with --overlay, overlay; each with its image's header and log time. Frames that "
                "cannot be decoded are reported (topic, log time, reason), counted and skipped "
-               "(exit code 1).")
+               "(exit code 1). With --depth and --camera-info, also detections_3d of the colour "
+               "topic, each frame paired with the depth image nearest its stamp (within "
+               f"{DEFAULT_MAX_DELAY:g} s) "
+               "as the node does; a frame whose depth cannot serve it is reported, without it.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label-mask method (default clipes, the paper's)")
     parser.add_argument("--overlay", action="store_true", help="also write overlay pictures")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.add_argument("--depth", metavar="TOPIC", help="depth image topic registered to the "
+                        "colour topic (16UC1/mono16 mm, 32FC1 m): also write detections_3d")
+    parser.add_argument("--camera-info", metavar="TOPIC",
+                        help="the colour camera's CameraInfo topic (with --depth)")
     add_model_arguments(parser)
 
 
@@ -42,16 +50,27 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.out} exists; choose another --out or pass --overwrite")
 
 
+def check_depth(args: argparse.Namespace) -> None:
+    """ValueError (one sentence) for --depth options that cannot give detections_3d."""
+    if bool(args.depth) != bool(args.camera_info):
+        raise ValueError("--depth and --camera-info go together: detections_3d need both")
+    if args.depth and args.no_masks:
+        raise ValueError("--depth needs label masks (detections_3d are of their regions), not --no-masks")
+
+
 def run(args: argparse.Namespace) -> int:
     profile = profile_from(args)  # a bad vocabulary is said before anything is read or loaded
     check_paths(args)
+    check_depth(args)
     try:
+        from ..node.bag_depth import DepthTopics
         from ..node.bags import BagError, BagOptions, BagTagger
     except ImportError as exc:
         raise ValueError(f"tagclip bag needs ROS 2 Python and this package's messages ({exc}); "
                          "source your ROS 2 workspace, or `. scripts/ros_env.sh .venv install`") from None
     perception = build_perception(args, profile)
-    options = BagOptions(None if args.no_masks else args.method, args.overlay, args.topics)
+    options = BagOptions(None if args.no_masks else args.method, args.overlay, args.topics,
+                         depth=DepthTopics(args.depth, args.camera_info) if args.depth else None)
     bars: list[tqdm] = []  # made once the image topics are known, so errors come alone
 
     def on_start(total: int) -> None:
@@ -68,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-    print(f"{args.out}: tagged {result.frames} frames, {len(result.bad)} bad")
+    for reason in result.no_3d:
+        report(f"no detections_3d for {reason}")
+    without = f", {len(result.no_3d)} without detections_3d" if args.depth else ""
+    print(f"{args.out}: tagged {result.frames} frames, {len(result.bad)} bad{without}")
     if result.bad:
         report(f"{len(result.bad)} of {result.frames + len(result.bad)} frames could not be "
                "decoded and were skipped")

@@ -16,6 +16,7 @@ import numpy as np
 from .detections import Region
 
 DEFAULT_MIN_POINTS = 50  # valid depth pixels a region needs for a 3D box
+DEFAULT_MAX_DELAY = 0.05  # s between a frame's stamp and its depth image's, at most
 PERCENTILES = (5.0, 95.0)  # the box's extent along each axis
 ASPECT_TOLERANCE = 0.01  # relative difference of aspect ratios still taken for the same view
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,16 +28,19 @@ from rosbags.typesys.store import Typestore
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..core.detections import DEFAULT_MIN_AREA
+from ..core.depth import DepthError
+from ..core.detections import DEFAULT_MIN_AREA, Region
 from ..core.pipeline import Perception
 from . import conversions, detection_messages
+from .bag_depth import DepthLookahead, DepthTopics, depth_topics_problem
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 # output topic (relative to the image topic's namespace) → message type
 OUTPUT_TYPES = {"label_info": "vision_msgs/msg/LabelInfo", "tags": "tagclip_ros/msg/TagArray",
                 "classification": "vision_msgs/msg/Classification",
                 "label_mask": "sensor_msgs/msg/Image", "overlay": "sensor_msgs/msg/Image",
-                "detections": "vision_msgs/msg/Detection2DArray"}
+                "detections": "vision_msgs/msg/Detection2DArray",
+                "detections_3d": "vision_msgs/msg/Detection3DArray"}
 # packages whose .msg files describe the output types that the base typestore lacks
 MESSAGE_PACKAGES = ("vision_msgs", "tagclip_ros")
 STORAGE = {".db3": StoragePlugin.SQLITE3, ".mcap": StoragePlugin.MCAP}
@@ -55,6 +59,7 @@ class BagOptions:
     overlay: bool = False
     topics: list[str] | None = None
     min_area: float = DEFAULT_MIN_AREA  # detections' least region area, a fraction of the image
+    depth: DepthTopics | None = None  # for detections_3d (with masks, of one colour topic)
 
 
 @dataclass
@@ -63,6 +68,7 @@ class BagReport:
 
     frames: int = 0
     bad: list[str] = field(default_factory=list)
+    no_3d: list[str] = field(default_factory=list)  # each frame without detections_3d: why
 
 
 def output_namespace(topic: str) -> str:
@@ -79,13 +85,16 @@ def log_time_text(log_time: int) -> str:
     return f"{log_time // 10**9}.{log_time % 10**9:09d} s"
 
 
-def image_topics(connections: Iterable[Connection], requested: list[str] | None) -> dict[str, str]:
-    """Image topic → output namespace: every Image/CompressedImage topic, or the `requested`
-    ones; BagError for a requested topic that is missing or holds no images, and for two
-    image topics whose outputs would share one namespace."""
-    kinds = {c.topic: c.msgtype for c in connections}
+def image_topics(connections: Iterable[Connection], requested: list[str] | None,
+                 depth: str | None = None) -> dict[str, str]:
+    """Image topic → output namespace: every Image/CompressedImage topic but the `depth` one,
+    or the `requested` ones; BagError for a requested topic that is missing, holds no images or
+    is the depth topic, and for two image topics whose outputs would share one namespace."""
+    kinds = {c.topic: c.msgtype for c in connections if c.topic != depth}
     if requested:
         for topic in requested:
+            if topic == depth:
+                raise BagError(f"--topic {topic} is the --depth topic; name the colour topic")
             if topic not in kinds:
                 raise BagError(f"--topic {topic}: the bag has no such topic")
             if kinds[topic] not in IMAGE_TYPES:
@@ -161,6 +170,7 @@ class BagTagger:
         self.perception = perception
         self.options = options
         self.store = package_typestore()
+        self._ahead: DepthLookahead | None = None  # while a run with depth reads the bag
 
     def run(self, source: str, target: str, on_start: Callable[[int], None],
             on_frame: Callable[[str | None], None]) -> BagReport:
@@ -175,8 +185,11 @@ class BagTagger:
         built = os.path.join(staging, os.path.basename(target))
         report = BagReport()
         try:
-            with Reader(source) as reader:
-                topics = image_topics(reader.connections, self.options.topics)
+            with ExitStack() as stack:
+                reader = stack.enter_context(Reader(source))
+                topics = self._topics(reader.connections)
+                if self.options.depth is not None:
+                    self._ahead = stack.enter_context(DepthLookahead(source, self.options.depth))
                 on_start(sum(c.msgcount for c in reader.connections if c.topic in topics))
                 os.makedirs(staging)
                 with Writer(built, version=9, storage_plugin=storage_of(source)) as writer:
@@ -185,8 +198,19 @@ class BagTagger:
             raise BagError(f"{source}: not a readable rosbag2 ({exc})") from None
         except WriterError as exc:
             raise BagError(f"{staging}: cannot write the bag ({exc})") from None
+        finally:
+            self._ahead = None
         replace_folder(built, target, staging)
         return report
+
+    def _topics(self, connections: Collection[Connection]) -> dict[str, str]:
+        """The image topics to tag and their namespaces; with depth, checked to give 3D."""
+        depth = self.options.depth
+        topics = image_topics(connections, self.options.topics, depth.depth if depth else None)
+        problem = depth_topics_problem(connections, depth, list(topics)) if depth else None
+        if problem:
+            raise BagError(problem)
+        return topics
 
     def _copy(self, reader: Reader, writer: Writer, topics: dict[str, str], report: BagReport,
               on_frame: Callable[[str | None], None]) -> None:
@@ -203,7 +227,7 @@ class BagTagger:
                 self._write(writer, outputs[space]["label_info"], log_time,
                             self._label_info(msg.header if msg is not None else Header()))
             problem = ("the message cannot be deserialised (truncated or corrupt)" if msg is None
-                       else self._tag_frame(writer, outputs[space], msg, log_time))
+                       else self._tag_frame(writer, outputs[space], msg, log_time, report))
             if problem:
                 problem = f"{connection.topic} at log time {log_time_text(log_time)}: {problem}"
                 report.bad.append(problem)
@@ -225,8 +249,9 @@ class BagTagger:
         return conversions.label_info(tagger.vocabulary, tagger.settings.tag_threshold, header)
 
     def _tag_frame(self, writer: Writer, outputs: dict[str, Connection],
-                   msg: Image | CompressedImage, log_time: int) -> str | None:
-        """Tag one image message and write its outputs; the reason instead if it is bad."""
+                   msg: Image | CompressedImage, log_time: int, report: BagReport) -> str | None:
+        """Tag one image message and write its outputs; the reason instead if it is bad (a
+        frame without detections_3d is tagged, and why is in `report`)."""
         try:
             rgb = conversions.frame_to_rgb(msg)
         except conversions.FrameError as exc:
@@ -236,7 +261,21 @@ class BagTagger:
         for name, out in conversions.result_messages(perceived, msg.header, rgb,
                                                      self.options.overlay, found).items():
             self._write(writer, outputs[name], log_time, out)
+        if self._ahead is not None and found is not None:
+            self._write_3d(writer, outputs["detections_3d"], msg.header, found, rgb.shape[:2],
+                           log_time, report)
         return None
+
+    def _write_3d(self, writer: Writer, connection: Connection, header: Header,
+                  found: list[Region], image_size: tuple[int, int], log_time: int,
+                  report: BagReport) -> None:
+        """Write the frame's detections_3d; if its depth cannot serve it, report why instead."""
+        try:
+            boxes = self._ahead.boxes(header, found, image_size)
+        except DepthError as exc:
+            report.no_3d.append(f"the frame at log time {log_time_text(log_time)}: {exc}")
+            return
+        self._write(writer, connection, log_time, detection_messages.detection_3d_array(boxes, header))
 
     def _copy_connection(self, writer: Writer, connection: Connection) -> Connection:
         """The output connection of an input topic: same type, definition, hash and QoS."""
@@ -255,6 +294,7 @@ class BagTagger:
         """The output topics of one namespace."""
         names = ["label_info", "tags", "classification"]
         names += ["label_mask", "detections"] if self.options.method else []
+        names += ["detections_3d"] if self.options.method and self.options.depth else []
         names += ["overlay"] if self.options.overlay else []
         return {name: writer.add_connection(f"{space}/{name}", OUTPUT_TYPES[name], typestore=self.store,
                                             offered_qos_profiles=qos(name == "label_info"))

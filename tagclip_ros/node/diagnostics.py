@@ -27,6 +27,8 @@ class FrameStats:
         self.overlays = 0  # overlays drawn: only for frames that had an overlay subscriber
         self.detections = 0  # frames whose regions were computed: only while detections are watched
         self.last_error = ""
+        self.depth_skipped = 0  # frames whose detections_3d were wanted but could not be made
+        self.last_depth_skip = ""
 
     def record(self, latency_s: float, core_s: float) -> None:
         with self._lock:
@@ -46,6 +48,11 @@ class FrameStats:
         with self._lock:
             self.bad += 1
             self.last_error = reason
+
+    def record_depth_skip(self, reason: str) -> None:
+        with self._lock:
+            self.depth_skipped += 1
+            self.last_depth_skip = reason
 
     def _recent(self) -> float:
         """Forget the frames finished before the rate's window; returns the time now."""
@@ -87,6 +94,8 @@ def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, sta
         "frames_bad": str(stats.bad),
         "overlays_drawn": str(stats.overlays),
         "detections_computed": str(stats.detections),
+        "depth_skipped": str(stats.depth_skipped),
+        "last_depth_skip": stats.last_depth_skip,
         "rate_hz": f"{summary['rate_hz']:.2f}",
         "latency_ms": f"{summary['latency_ms']:.1f}",
         "core_ms": f"{summary['core_ms']:.1f}",

@@ -11,6 +11,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from ..core.depth import DEFAULT_MAX_DELAY, DEFAULT_MIN_POINTS
 from ..core.detections import DEFAULT_MIN_AREA
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE
@@ -103,6 +104,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "(1 - max CAM)^p; larger gives more foreground", value_range=(0.01, 10.0)),
     ParamSpec("detections.min_area", DEFAULT_MIN_AREA, "least area of a detections region, as a "
               "fraction of the image's pixels", value_range=(0.0, 1.0)),
+    ParamSpec("depth.enabled", False, "subscribe depth (aligned to the image) and camera_info "
+              "and publish detections_3d", ACTIVATE),
+    ParamSpec("depth.min_points", DEFAULT_MIN_POINTS, "least valid depth pixels of a region for "
+              "its 3D box", value_range=(1, 10_000_000)),
+    ParamSpec("depth.max_delay", DEFAULT_MAX_DELAY, "seconds between a frame's stamp and its depth image's "
+              "at most", ACTIVATE, value_range=(0.0, 10.0)),
     ParamSpec("model.name", "ViT-B-16", "open_clip architecture", FIXED),
     ParamSpec("model.pretrained", "openai", "open_clip pretrained tag, downloaded on first use",
               FIXED),

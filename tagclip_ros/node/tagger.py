@@ -20,18 +20,21 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
-from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
+from vision_msgs.msg import Classification, Detection2DArray, Detection3DArray, LabelInfo
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
+from ..core.depth import DepthError
 from ..core.detections import Region
 from ..core.device import precision_name
 from ..core.loading import weights_setting
 from ..core.image import downscale_note
 from ..core.pipeline import Perceived, Perception
+from ..core.stamps import Wait
 from ..core.tagclip import TagResult
 from ..core.temporal import StableTags
 from ..msg import TagArray
 from . import conversions, detection_messages
+from .depth_input import DepthInput, SkipWarnings
 from .diagnostics import FrameStats, diagnostic_array
 from .gate import FrameGate
 from .param_checks import ParameterError, given_at_start, unknown_parameter_warnings
@@ -75,6 +78,8 @@ class TaggerNode(LifecycleNode):
         self.worker: LatestFrameWorker | None = None
         self._stopping: list[LatestFrameWorker] = []  # stopped, but still finishing a frame
         self.subscription = None
+        self.depth: DepthInput | None = None  # with depth.enabled, while active
+        self._depth_warnings = SkipWarnings(LOG_THROTTLE_S)
         self.pubs: dict[str, Any] = {}
         self.active = False
         self._activation = 0  # counts activations: a frame's results need the same one to go out
@@ -127,6 +132,7 @@ class TaggerNode(LifecycleNode):
             "label_mask": self.create_publisher(Image, "label_mask", 10),
             "overlay": self.create_publisher(Image, "overlay", 10),
             "detections": self.create_publisher(Detection2DArray, "detections", 10),
+            "detections_3d": self.create_publisher(Detection3DArray, "detections_3d", 10),
             "label_info": self.create_publisher(LabelInfo, "label_info", LATCHED),
         }
         self.worker = LatestFrameWorker(self._process, self._on_worker_error)
@@ -143,11 +149,14 @@ class TaggerNode(LifecycleNode):
             CompressedImage if compressed else Image,
             "image/compressed" if compressed else "image",
             self._on_image, qos, event_callbacks=events)
+        if self.param("depth.enabled"):
+            self.depth = DepthInput(self, qos, self.param("depth.max_delay"))
         with self._publish_lock:
             self.active = True
             self._activation += 1
             self._last_taken = None  # a frame dropped by the last deactivate may come again
-        self.get_logger().info(f"active: listening on {self.subscription.topic_name}")
+        depth = f" with {self.depth.topics()}" if self.depth is not None else ""
+        self.get_logger().info(f"active: listening on {self.subscription.topic_name}{depth}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -156,6 +165,9 @@ class TaggerNode(LifecycleNode):
         if self.subscription is not None:
             self.destroy_subscription(self.subscription)
             self.subscription = None
+        if self.depth is not None:
+            self.depth.close()
+            self.depth = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -241,10 +253,11 @@ class TaggerNode(LifecycleNode):
         if not self.gate.admit():
             return  # paused, or faster than max_rate: dropped before any work, and counted
         self._last_taken = msg.header
-        self.worker.submit((msg, time.monotonic(), self._activation))
+        depth = self.depth.wait(msg.header) if self.depth is not None else None  # paired when done
+        self.worker.submit((msg, time.monotonic(), self._activation, depth))
 
-    def _process(self, frame: tuple[Image | CompressedImage, float, int]) -> None:
-        msg, received, activation = frame
+    def _process(self, frame: tuple[Image | CompressedImage, float, int, Wait | None]) -> None:
+        msg, received, activation, depth = frame
         perception = self.perception
         if perception is None or not self._current(activation):
             return
@@ -257,7 +270,7 @@ class TaggerNode(LifecycleNode):
         method = self.param("segmentation.method") if self.param("segmentation.enabled") else None
         self._note_downscale(perception, rgb.shape[:2])
         result = perception.run(rgb, method, select=self._stable_selection(msg.header, perception))
-        if not self._publish_results(msg, rgb, result, activation):
+        if not self._publish_results(msg, rgb, result, activation, depth):
             return
         in_node = time.monotonic() - received
         self.stats.record(in_node, result.seconds)
@@ -291,7 +304,7 @@ class TaggerNode(LifecycleNode):
         return self.active and activation == self._activation
 
     def _publish_results(self, msg: Image | CompressedImage, rgb, result: Perceived,
-                         activation: int) -> bool:
+                         activation: int, depth: Wait | None = None) -> bool:
         """Publish a frame's results, unless the node was deactivated (or cleaned up, or is
         exiting) since the frame arrived; returns whether they went out."""
         with self._publish_lock:
@@ -304,7 +317,30 @@ class TaggerNode(LifecycleNode):
             for topic, out in conversions.result_messages(result, msg.header, rgb, overlay,
                                                           found).items():
                 self.pubs[topic].publish(out)
+            boxes = self._detections_3d(msg.header, rgb.shape[:2], found, depth)
+            if boxes is not None:
+                self.pubs["detections_3d"].publish(boxes)
         return True
+
+    def _detections_3d(self, header: Header, size: tuple[int, int], found: list[Region] | None,
+                       depth: Wait | None) -> Detection3DArray | None:
+        """The frame's detections_3d: with depth on, while watched, for a frame with regions.
+        None when its depth cannot serve it: the frame's 3D is skipped, counted in /diagnostics
+        and the reason logged (each kind at once, then throttled)."""
+        source = self.depth
+        if (source is None or depth is None or found is None
+                or self.pubs["detections_3d"].get_subscription_count() == 0):
+            return None
+        try:
+            boxes = source.boxes(depth, found, size, self.param("depth.min_points"))
+        except DepthError as exc:
+            self.stats.record_depth_skip(str(exc))
+            if self._depth_warnings.due(str(exc)):
+                stamp = header.stamp
+                self.get_logger().warning(f"no detections_3d for the frame stamped "
+                                          f"{stamp.sec}.{stamp.nanosec:09d}: {exc}")
+            return None
+        return detection_messages.detection_3d_array(boxes, header)
 
     def _regions(self, result: Perceived) -> list[Region] | None:
         """The frame's detection regions, counted in /diagnostics; None, with a throttled
