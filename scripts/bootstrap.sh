@@ -7,7 +7,7 @@
 # With TAGCLIP_SYSTEM_TORCH=1, or on a Jetson (/etc/nv_tegra_release; TAGCLIP_SYSTEM_TORCH=0 turns
 # it off), the venv is made with --system-site-packages so that JetPack's CUDA torch is used,
 # torch.txt is never installed, and pip is constrained to the torch/torchvision already there:
-# it fails rather than replace them with builds that cannot see the GPU (README "On a Jetson").
+# it fails rather than replace them with builds that cannot see the GPU (docs/jetson.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

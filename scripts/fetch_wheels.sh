@@ -13,7 +13,7 @@ Puts in DIR the wheels of requirements/gpu_check.txt (open_clip_torch, ftfy, wcw
 machine with a CUDA torch and the numeric stack lacks to run the core), built for CPython X.Y
 (default 3.12) on Linux ARCH (default x86_64; aarch64 for a Jetson). No dependencies are fetched: the GPU
 machine has torch, torchvision, timm, huggingface_hub, safetensors, regex and tqdm already.
-A few MB; then: scripts/gpu_check.sh OUTDIR --wheels DIR (README "On a GPU").
+A few MB; then: scripts/gpu_check.sh OUTDIR --wheels DIR (docs/gpu.md).
 EOF
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check in one command, for a bare CUDA machine (no network, no ROS, none of this
-# project's other dependencies): see --help. README "On a GPU".
+# project's other dependencies): see --help. docs/gpu.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -27,7 +27,7 @@ from importlib import metadata
 from types import ModuleType
 
 JETSON_MARK = os.path.join("etc", "nv_tegra_release")
-README = 'README "On a Jetson"'
+README = 'docs/jetson.md'
 SWITCH = "TAGCLIP_SYSTEM_TORCH"
 
 

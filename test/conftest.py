@@ -38,7 +38,7 @@ class RunsShellCommand(WritesMarker):
 
 def code_running_checkpoint(folder, name: str = "evil.pt", shell: bool = False) -> tuple[str, str]:
     """(checkpoint, marker): a torch file, shaped like a state dict, whose pickle would create
-    `marker` if anything unpickled it (README "No pickles": nothing may); with `shell`, through a
+    `marker` if anything unpickled it (docs/security.md, "No pickles": nothing may); with `shell`, through a
     shell command."""
     import torch
     path, marker = os.path.join(folder, name), os.path.join(folder, f"{name}.code-ran")

@@ -45,7 +45,7 @@ def missing_package(verb: str, module: str | None) -> Callable[[argparse.Namespa
     def run(args: argparse.Namespace) -> int:
         print(f"error: tagclip {verb} needs the Python module {module!r}, which is not installed: "
               "install requirements/core.txt (scripts/bootstrap.sh does), or, on a machine without "
-              "network, its wheels as README \"On a GPU\" says; `tagclip doctor` lists what is "
+              "network, its wheels as docs/gpu.md says; `tagclip doctor` lists what is "
               "missing.", file=sys.stderr)
         return EXIT_USAGE
     return run

@@ -35,7 +35,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     group.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
                        help="fp32; bf16 (CPU or CUDA: about 2x faster on CPUs with bf16 "
-                            "instructions); fp16 (CUDA). README: Precision")
+                            "instructions); fp16 (CUDA). docs/precision.md")
     group.add_argument("--compile", action="store_true",
                        help="compile the fixed-shape passes (torch.compile, CUDA graphs on a GPU)")
     group.add_argument("--cache-dir", default=default_cache_dir(),

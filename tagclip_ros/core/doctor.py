@@ -24,7 +24,7 @@ from typing import Any
 
 DEFAULT_MODEL = "ViT-B-16"
 DEFAULT_PRETRAINED = "openai"
-JETSON_README = 'the README section "On a Jetson"'
+JETSON_README = 'docs/jetson.md'
 # Capabilities from which a CUDA GPU computes in float16 / natively in bfloat16.
 FP16_CAPABILITY = (5, 3)
 BF16_CAPABILITY = (8, 0)
@@ -40,8 +40,7 @@ NEEDED_MODULES = {
     "regex": "regex", "open_clip_torch": "open_clip", "ftfy": "ftfy", "wcwidth": "wcwidth",
 }
 WHEELS_HINT = ('on a machine without network, run scripts/fetch_wheels.sh DIR where a package '
-               'registry is reachable and scripts/gpu_check.sh OUTDIR --wheels DIR there (README '
-               '"On a GPU")')
+               'registry is reachable and scripts/gpu_check.sh OUTDIR --wheels DIR there (docs/gpu.md)')
 
 
 @dataclass

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 MAX_PIXELS = 64_000_000
 # Default limit on the longer side of the model input (pixels): the paper's datasets (VOC and
 # COCO images are at most 640 on a side) and 720p frames run at native size, and one frame's
-# peak memory stays bounded (README, "Memory per frame").
+# peak memory stays bounded (docs/benchmarks.md, "Memory per frame").
 DEFAULT_MAX_INPUT_SIDE = 1280
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 

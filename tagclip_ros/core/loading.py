@@ -39,7 +39,7 @@ OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 # (width, blocks, heads) of the standard ViT sizes, to name a built network only when it is one.
 VIT_SIZES = {(768, 12, 12): "B", (1024, 24, 16): "L", (1280, 32, 16): "H"}
 WEIGHTS_VARIABLE = "TAGCLIP_WEIGHTS"
-# model.weights is read-only (README: Security): a running node cannot be given another file.
+# model.weights is read-only (docs/security.md): a running node cannot be given another file.
 SET_WEIGHTS = (f"set the weights path (--weights or {WEIGHTS_VARIABLE}; for the node, restart it "
                "with -p model.weights:=PATH)")
 SET_MODEL = "set the model name (--model, or model.name for the node)"
@@ -291,7 +291,7 @@ def _read_state_dict(path: str) -> dict:
         unreadable = f"weights file {path!r} could not be read as a torch checkpoint"
         if _is_pickle_refusal(exc):
             raise WeightsError(f"{unreadable}: {PICKLE_REFUSED}; save the model's state dict "
-                               "instead (README: Security)") from None
+                               "instead (docs/security.md)") from None
         raise WeightsError(f"{unreadable} ({_reason(exc)}); it may be truncated or "
                            "corrupt") from None
     if not isinstance(obj, dict):

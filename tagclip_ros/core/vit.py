@@ -174,7 +174,7 @@ class VisionTower:
 def compiled(function: Callable, device: torch.device) -> Callable:
     """`function` compiled by torch.compile for the shapes it meets (one compilation per new
     shape, which takes tens of seconds), with CUDA graphs on a GPU, where a batch-1 pass is
-    bound by kernel launches; on the CPU compilation does not pay (README: On a GPU)."""
+    bound by kernel launches; on the CPU compilation does not pay (docs/gpu.md)."""
     mode = "reduce-overhead" if device.type == "cuda" else None
     return torch.compile(function, dynamic=False, mode=mode)
 

@@ -81,7 +81,7 @@ def test_jetson_whose_torch_cannot_use_the_gpu_is_a_problem(tmp_path, caplog):
     assert jetson.gpu.tegra and jetson.gpu.present and jetson.gpu.model == JETSON_MODEL
     assert jetson.gpu.device_files == ["/dev/nvhost-ctrl-gpu"] and jetson.gpu.tegra_release == L4T_RELEASE
     [problem] = jetson.problems
-    assert JETSON_MODEL in problem and "cannot use it" in problem and '"On a Jetson"' in problem
+    assert JETSON_MODEL in problem and "cannot use it" in problem and 'docs/jetson.md' in problem
     assert one_sentence(problem)
     # open_clip's "No pretrained weights loaded" warning (root logger) is silenced, and only then
     assert not caplog.records and logging.root.manager.disable == logging.NOTSET
@@ -166,7 +166,7 @@ def nvidia_root(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("layout, words", [
-    (make_jetson_root, [JETSON_MODEL, "CPU-only build", "replaced the CUDA one", '"On a Jetson"']),
+    (make_jetson_root, [JETSON_MODEL, "CPU-only build", "replaced the CUDA one", 'docs/jetson.md']),
     (nvidia_root, ["an NVIDIA GPU", "CPU-only build", "install a CUDA build of torch"]),
 ])
 def test_cpu_only_torch_beside_a_gpu_says_how_to_get_a_cuda_one(report, tmp_path, layout, words):
@@ -215,7 +215,7 @@ def test_torch_not_importable_is_a_problem(monkeypatch):
     assert broken.torch_version is None and broken.precisions == {} and not broken.cuda_available
     problem = broken.problems[0]
     assert problem.startswith("torch is not importable") and "requirements/torch.txt" in problem
-    assert '"On a Jetson"' in problem and one_sentence(problem)
+    assert 'docs/jetson.md' in problem and one_sentence(problem)
 
 
 def test_doctor_core_does_not_import_rclpy():

@@ -75,7 +75,7 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_unrun(tmp_path, shell):
     message = str(error.value)
     assert message.startswith(f"weights file {path!r} could not be read as a torch checkpoint: "
                               "it holds pickled objects other than tensors")
-    assert message.endswith("(README: Security)") and "weights_only" not in message
+    assert message.endswith("(docs/security.md)") and "weights_only" not in message
     torch.load(path, weights_only=False)  # the test is live: a plain unpickling runs it
     assert os.path.exists(marker)
 

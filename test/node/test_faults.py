@@ -272,7 +272,7 @@ def test_sigterm_while_the_vocabulary_is_encoded_exits_at_once_and_cleanly(ros, 
         process.stop()
 
 
-# The README's promise: deactivate and cleanup wait at most a second for a frame in progress (a
+# The promise of docs/behaviour.md: deactivate and cleanup wait at most a second for a frame in progress (a
 # heavy frame takes 10-20 s here). The bound adds 2 s for the service round trip on a busy machine.
 TRANSITION_S = 3.0
 

@@ -3,7 +3,7 @@ the frame's size, and one frame's peak memory stays within the stated bound.
 
 Without the input limit a 3840×2160 frame is 32,400 tokens, whose attention maps alone take
 4.2 GB each with this one-head test model (50 GB per block with ViT-B/16's 12 heads): the node
-could not answer it. The bound below is for the test model (README, "Memory per frame", gives
+could not answer it. The bound below is for the test model (docs/benchmarks.md, "Memory per frame", gives
 ViT-B/16's); peak RSS is read from /proc, after resetting the process's high-water mark.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .conftest import started_tagger
 ANSWER_S = 300
 WIDTH, HEIGHT = 3840, 2160
 # Stated bound: one 4K frame (rgb8, raw) raises the node's RSS by at most this much over its
-# idle RSS, with the test model at the default max_input_side (README, "Memory per frame").
+# idle RSS, with the test model at the default max_input_side (docs/benchmarks.md, "Memory per frame").
 FRAME_PEAK_MB = 700
 MB = 1024 * 1024
 
