@@ -22,14 +22,16 @@ export FASTDDS_BUILTIN_TRANSPORTS=${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}
 images=${images:-$PWD/samples}
 weights=${TAGCLIP_WEIGHTS:-}
 fixture=$PWD/../shared/fixtures/reference/clip_tiny12_seed1.pt
+# The core's own check (one short request; weights in the Hugging Face cache need none).
 if [ -z "$weights" ] && ! .venv/bin/python -c \
-    "import socket; socket.create_connection(('huggingface.co', 443), timeout=5)" 2>/dev/null; then
+    "from tagclip_ros.core.loading import check_download_possible; check_download_possible('ViT-B-16', 'openai')" \
+    2>/dev/null; then
   if [ -f "$fixture" ]; then
-    echo "[run] no network to download the OpenAI weights: using the random-weight test checkpoint"
+    echo "[run] OpenAI's weights are neither cached nor downloadable: using the random-weight test checkpoint"
     echo "[run] $fixture (its tags are meaningless; set TAGCLIP_WEIGHTS for real ones)"
     weights=$fixture
   else
-    echo "[run] no network to download the OpenAI weights; set TAGCLIP_WEIGHTS to a local ViT-B-16.pt" >&2
+    echo "[run] OpenAI's weights are neither cached nor downloadable; set TAGCLIP_WEIGHTS to a local ViT-B-16.pt" >&2
     exit 2
   fi
 fi

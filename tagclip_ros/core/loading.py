@@ -191,7 +191,7 @@ def _load_pretrained(model_name: str, tag: str) -> torch.nn.Module:
     """open_clip's weights for `tag` (downloaded on first use), in a network with the activation
     they were trained with."""
     _check_known_architecture(model_name)
-    _check_download_possible(model_name, tag)
+    check_download_possible(model_name, tag)
     try:
         return open_clip.create_model(model_name, pretrained=tag, device="cpu",
                                       force_quick_gelu=_tag_uses_quick_gelu(model_name, tag))
@@ -201,7 +201,7 @@ def _load_pretrained(model_name: str, tag: str) -> torch.nn.Module:
             f"on a machine without network access {SET_WEIGHTS} to a local checkpoint") from None
 
 
-def _check_download_possible(model_name: str, tag: str) -> None:
+def check_download_possible(model_name: str, tag: str) -> None:
     """Refuse at once, in one sentence, weights that must come from the Hugging Face hub when
     they are not in its cache and the hub is off (HF_HUB_OFFLINE) or does not answer one short
     request: huggingface_hub would retry every file open_clip asks for, for about a minute, and
