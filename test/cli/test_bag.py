@@ -92,6 +92,13 @@ def write_bag(store, path: str, storage: str) -> dict:
     plan += bad
     status = store.types["std_msgs/msg/String"](data="battery ok")
     plan.append(("/robot/status", status, T0 + 50))
+    write_plan(store, path, plan, storage)
+    return {(topic, log_time): msg for topic, msg, log_time in plan
+            if "Image" in msg.__msgtype__ and all(msg is not b[1] for b in bad)}
+
+
+def write_plan(store, path: str, plan: list[tuple], storage: str = "mcap") -> None:
+    """A bag at `path` holding each (topic, message, log time) of `plan`, in log-time order."""
     with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
         connections = {}
         for topic, msg, _ in plan:
@@ -99,8 +106,6 @@ def write_bag(store, path: str, storage: str) -> dict:
                 connections[topic] = writer.add_connection(topic, msg.__msgtype__, typestore=store)
         for topic, msg, log_time in sorted(plan, key=lambda p: p[2]):
             writer.write(connections[topic], log_time, store.serialize_cdr(msg, msg.__msgtype__))
-    return {(topic, log_time): msg for topic, msg, log_time in plan
-            if "Image" in msg.__msgtype__ and all(msg is not b[1] for b in bad)}
 
 
 def read_bag(path: str) -> tuple[dict, list]:

@@ -11,7 +11,6 @@ import os
 import cv2
 import numpy as np
 import pytest
-from rosbags.rosbag2 import Writer
 
 from tagclip_ros.cli import bag
 from tagclip_ros.core import read_image
@@ -19,7 +18,7 @@ from tagclip_ros.core.depth import DEFAULT_MIN_POINTS
 from tagclip_ros.core.detections import DEFAULT_MIN_AREA, regions
 
 from ..conftest import IMAGES
-from .test_bag import STORAGES, T0, header, raw_image, read_bag, run_cli
+from .test_bag import T0, header, raw_image, read_bag, run_cli, write_plan
 
 HEIGHT, WIDTH = 120, 160
 FX, FY, CX, CY = 150.0, 155.0, 79.5, 59.5
@@ -64,13 +63,7 @@ def write_bag(store, path: str) -> list[tuple[int, object]]:
         t = T0 + (i + 1) * 200 * MS
         plan += [(COLOUR, raw_image(store, rgb, "rgb8", t, "cam"), t),
                  (DEPTH, depth_image(store, z, encoding, t + stamp_offset), t + log_offset)]
-    with Writer(path, version=9, storage_plugin=STORAGES["mcap"]) as writer:
-        connections = {}
-        for topic, msg, _ in plan:
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, msg.__msgtype__, typestore=store)
-        for topic, msg, log_time in sorted(plan, key=lambda p: p[2]):
-            writer.write(connections[topic], log_time, store.serialize_cdr(msg, msg.__msgtype__))
+    write_plan(store, path, plan)
     return [(log_time, msg) for topic, msg, log_time in plan if topic == COLOUR]
 
 
