@@ -4,12 +4,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from typing import NoReturn
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from .param_checks import ParameterError
+
+_SIGNALLED = threading.Event()  # SIGINT or SIGTERM came: an error out of spin is its doing
 
 
 def main(args: list[str] | None = None) -> int:
@@ -19,7 +22,11 @@ def main(args: list[str] | None = None) -> int:
     one sentence on stderr and exit status 2."""
     # SIGTERM becomes KeyboardInterrupt, as SIGINT is. Set before rclpy.init, so that rclpy's own
     # handler (which wakes the executor at once) chains to it, as it does to Python's for SIGINT.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # rclpy's handler also shuts the context down, and the KeyboardInterrupt is raised wherever
+    # the main thread is: inside rclpy taking a message or making a wait set it comes out as
+    # rclpy's error instead (a RuntimeError from pybind11, an RCLError), equally an interrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     worker_ended = True
@@ -35,6 +42,9 @@ def main(args: list[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"tagger_node: {exc}", file=sys.stderr)
         status = 2
+    except Exception:  # noqa: BLE001 - see _SIGNALLED
+        if not _SIGNALLED.is_set():
+            raise
     finally:
         _ignore_signals()  # a second Ctrl-C must not interrupt the cleanup with a stack trace
         if node is not None:
@@ -48,6 +58,7 @@ def main(args: list[str] | None = None) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    _SIGNALLED.set()
     raise KeyboardInterrupt
 
 
