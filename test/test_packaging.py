@@ -37,8 +37,8 @@ from .conftest import REPO
 # Building, installing and starting Python with torch on a busy 2-core machine: generous.
 TIMEOUT_S = 600
 COMMANDS = {"tagclip": "tagclip_ros.cli:main",
-            "tagger_node": "tagclip_ros.node.main:main",
-            "image_source": "tagclip_ros.node.image_source:main"}
+            "tagger_node": "tagclip_ros.node.commands:tagger_node",
+            "image_source": "tagclip_ros.node.commands:image_source"}
 
 
 # --- pip packaging ---------------------------------------------------------------------------
