@@ -27,6 +27,20 @@ def test_config_file_matches_declared_defaults():
 CURRENT = {spec.name: spec.default for spec in PARAMETERS}
 
 
+def test_the_readme_table_lists_every_parameter_with_its_default_and_when_it_is_set():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        rows = {m.group(1): (m.group(2), m.group(3)) for m in
+                re.finditer(r"^\| `([\w.]+)` \| ([^|]+) \| ([^|]+) \|", f.read(), re.M)}
+    when = {RUNTIME: "runtime", CONFIGURE: "configure", ACTIVATE: "activate", START: "start"}
+    for spec in PARAMETERS:
+        assert spec.name in rows, spec.name
+        default, applies = rows[spec.name]
+        assert applies.strip().startswith(when.get(spec.applies, "start")), spec.name
+        if not isinstance(spec.default, list):
+            shown = str(spec.default).lower() if isinstance(spec.default, bool) else str(spec.default)
+            assert default.strip() == f"`{shown or chr(39) * 2}`", spec.name
+
+
 @pytest.mark.parametrize("changes, reason", [
     ({"vocabulary": []}, "empty"), ({"vocabulary": ["cat", "cat"]}, "more than once"),
     ({"vocabulary": ["cat", ""]}, "blank"), ({"background": ["sky", "sky"]}, "more than once"),
