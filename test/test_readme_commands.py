@@ -7,12 +7,14 @@ The reference checkpoint stands in for OpenAI's weights through `TAGCLIP_WEIGHTS
 says to do offline."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import cv2
 import pytest
@@ -106,12 +108,23 @@ def test_the_readme_has_both_blocks_of_two_terminals():
     assert all(len(terminals) == 2 for terminals in BLOCKS.values()), BLOCKS
 
 
+@contextlib.contextmanager
+def tagger(script: str, root: str, env: dict[str, str], log: str, topic: str) -> Iterator[None]:
+    """The tagger terminal, while it listens on `topic`; Ctrl-C then ends it with status 0 and
+    no stack trace."""
+    node = Terminal(script, root, env, log)
+    try:
+        node.wait_for(f"active: listening on {topic}", START_S)
+        yield
+    finally:
+        assert node.interrupt() == 0, node.output()
+    assert "Traceback" not in node.output()
+
+
 def test_raw_pair_tags_every_sample_once_and_exits(root, tmp_path):
     node_script, source_script = BLOCKS["raw"]
     env = environment(tmp_path)
-    node = Terminal(node_script, root, env, str(tmp_path / "node.log"))
-    try:
-        node.wait_for("active: listening on /camera/image", START_S)
+    with tagger(node_script, root, env, str(tmp_path / "node.log"), "/camera/image"):
         source = Terminal(source_script, root, env, str(tmp_path / "source.log"))
         try:
             code = source.process.wait(PASS_S)
@@ -122,18 +135,13 @@ def test_raw_pair_tags_every_sample_once_and_exits(root, tmp_path):
         for name in SAMPLES:
             assert len(re.findall(rf"^{re.escape(name)}: ", printed, re.M)) == 1, printed
         assert "going on" not in printed and "Traceback" not in printed, printed
-    finally:
-        assert node.interrupt() == 0, node.output()
-    assert "Traceback" not in node.output()
 
 
 def test_compressed_pair_tags_a_video_until_ctrl_c(root, tmp_path):
     node_script, source_script = BLOCKS["compressed"]
     write_clip(os.path.join(root, "clip.mp4"))
     env = environment(tmp_path)
-    node = Terminal(node_script, root, env, str(tmp_path / "node.log"))
-    try:
-        node.wait_for("active: listening on /camera/image/compressed", START_S)
+    with tagger(node_script, root, env, str(tmp_path / "node.log"), "/camera/image/compressed"):
         source = Terminal(source_script, root, env, str(tmp_path / "source.log"))
         try:
             deadline = time.monotonic() + PASS_S
@@ -144,9 +152,6 @@ def test_compressed_pair_tags_a_video_until_ctrl_c(root, tmp_path):
         finally:
             assert source.interrupt() == 0, source.output()
         assert "Traceback" not in source.output()
-    finally:
-        assert node.interrupt() == 0, node.output()
-    assert "Traceback" not in node.output()
 
 
 @pytest.mark.parametrize("program", ["tagger_node", "image_source"])
