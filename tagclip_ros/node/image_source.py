@@ -10,8 +10,11 @@ tags came back (or 30 s passed); until then it is sent again, with the same head
 `resend_after` s: a best-effort subscriber that has not yet matched this publisher drops what it
 gets, and the tagger answers a repeated header only once. With `loop`, a folder or video starts
 again at its end; without, the node exits after one pass, when the last tags are in (`paced`)
-or every subscriber has acknowledged every frame. The tags received for each frame are printed
-as they arrive.
+or every subscriber has acknowledged every frame. The publisher is reliable and transient-local
+(the last `HISTORY` frames): discovery is not symmetric, and a subscriber this node already
+counts may not yet have matched it; a single pass therefore goes on from its first frame only
+once every reliable subscriber has acknowledged it, and a transient-local subscriber gets that
+frame on matching. The tags received for each frame are printed as they arrive.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -42,6 +46,9 @@ PACE_TIMEOUT_S = 30.0
 RESEND_AFTER_S = 2.0
 ACK_TIMEOUT_S = 10.0
 MAX_PENDING = 100  # stamps remembered for printing tags; bounds memory when nobody answers
+HISTORY = 10  # frames kept for reliable delivery and for transient-local subscribers
+PUBLISHED = QoSProfile(depth=HISTORY, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 DEFAULT_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "samples")
 
@@ -110,11 +117,12 @@ class ImageSource(Node):
         self.sent: dict[tuple[int, int], str] = {}
         self.answered: deque[tuple[int, int]] = deque(maxlen=MAX_PENDING)
         self.first_sent = self.last_sent = 0.0  # when the last frame went out, and last again
+        self.count = 0  # frames published
         self.last_msg: Image | CompressedImage | None = None  # kept for resending (paced)
         if self.settings.compressed:
-            self.publisher = self.create_publisher(CompressedImage, "image/compressed", 10)
+            self.publisher = self.create_publisher(CompressedImage, "image/compressed", PUBLISHED)
         else:
-            self.publisher = self.create_publisher(Image, "image", 10)
+            self.publisher = self.create_publisher(Image, "image", PUBLISHED)
         self.create_subscription(TagArray, "tags", self._on_tags, 10)
         self.create_timer(1.0 / self.settings.rate, self._tick)
         self.get_logger().info(f"publishing {self.source} on {self.publisher.topic_name} "
@@ -124,7 +132,7 @@ class ImageSource(Node):
         """Publish the next frame, unless nobody listens yet or the last tags are still due."""
         if self.exit_code is not None or self.publisher.get_subscription_count() == 0:
             return
-        if self._waiting_for_tags():
+        if self._waiting_for_tags() or self._waiting_for_first_ack():
             return
         try:
             frame = next(self.frames)
@@ -136,6 +144,15 @@ class ImageSource(Node):
             self.exit_code = 1
             return
         self._publish(frame)
+
+    def _waiting_for_first_ack(self) -> bool:
+        """A single pass: true while a reliable subscriber has not acknowledged the first frame
+        (for up to ACK_TIMEOUT_S), so none misses the pass's start while it is still matching."""
+        if self.settings.loop or self.count != 1:
+            return False
+        if self.publisher.wait_for_all_acked(Duration(seconds=0)):
+            return False
+        return time.monotonic() - self.first_sent < ACK_TIMEOUT_S
 
     def _waiting_for_tags(self) -> bool:
         """With `paced`: true while the last frame's tags are due, sending that frame again
@@ -165,6 +182,7 @@ class ImageSource(Node):
         else:
             msg = rgb_to_image(frame.rgb, header)
         self.publisher.publish(msg)
+        self.count += 1
         self.first_sent = self.last_sent = time.monotonic()
         self.last_msg = msg if self.settings.paced else None
 

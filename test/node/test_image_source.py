@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from tagclip_ros.node.conversions import compressed_to_rgb, image_to_rgb
@@ -20,7 +20,10 @@ from ..core.test_frames import FRAMES, frame_index, write_video
 IMAGE_SOURCE = os.path.join(os.path.dirname(sys.executable), "image_source")
 START_S = 120  # importing torch on a busy 2-core machine
 RATE = 10.0
-RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+# Transient-local: a pass's first frame reaches this subscription even when it matches the
+# publisher only after image_source has seen it (discovery is not symmetric on a busy machine).
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @pytest.fixture(scope="module")
