@@ -5,14 +5,18 @@
         weights:=/models/ViT-B-16.pt rviz:=true
     ros2 launch tagclip_ros tagger.launch.py image:=/camera/color/image_raw depth_enabled:=true \
         depth:=/camera/aligned_depth_to_color/image_raw camera_info:=/camera/color/camera_info
+    ros2 launch tagclip_ros tagger.launch.py cameras:="[front, left, right]"
 
 The node comes up active (autostart) and publishes tags, classification, label_mask, label_info
 and overlay in its namespace (and, with depth_enabled:=true, detections_3d from `depth` and
-`camera_info`). `rviz:=true` also starts rviz2 (it must be installed) with
+`camera_info`). With `cameras`, one node serves each camera under its name: `front/image` in,
+`front/tags`, ... out (the `image`, `depth` and `camera_info` arguments are then unused; remap
+each camera's topics in your own launch file, as the README shows). `rviz:=true` also starts rviz2 (it must be installed) with
 config/tagger.rviz, in the same namespace, so that the config's relative topics `overlay` and
 `label_mask` are the node's. The tests start the same command line: tagger_node --ros-args -r __ns:=/NS
 --params-file FILE -p device:=D -p image_transport:=T -p model.weights:=W -r image:=TOPIC
--r image/compressed:=TOPIC/compressed (and -p depth.enabled:=true -r depth:=D -r camera_info:=C)
+-r image/compressed:=TOPIC/compressed (and -p depth.enabled:=true -r depth:=D -r camera_info:=C,
+-p cameras:=[A, B])
 """
 import os
 
@@ -49,6 +53,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="depth image topic registered to the image (16UC1 mm, 32FC1 m)"),
         DeclareLaunchArgument("camera_info", default_value="camera_info",
                               description="the colour camera's CameraInfo topic"),
+        DeclareLaunchArgument("cameras", default_value="[]",
+                              description="cameras served by the one node, e.g. [front, left]: topics "
+                                          "front/image → front/tags, ...; []: one camera on `image`"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("rviz", default_value="false",
                               description="also start rviz2 with config/tagger.rviz"),
@@ -63,6 +70,9 @@ def generate_launch_description() -> LaunchDescription:
                          "model.weights": LaunchConfiguration("weights"),
                          "depth.enabled": ParameterValue(LaunchConfiguration("depth_enabled"),
                                                          value_type=bool)}],
+            # As -p (not in `parameters`): the empty default [] reaches the node the way a
+            # params file's does.
+            ros_arguments=["-p", ["cameras:=", LaunchConfiguration("cameras")]],
             remappings=[("image", image), ("image/compressed", [image, "/compressed"]),
                         ("depth", LaunchConfiguration("depth")),
                         ("camera_info", LaunchConfiguration("camera_info"))],

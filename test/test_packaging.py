@@ -271,3 +271,13 @@ def test_launch_file_remaps_depth_and_camera_info_and_enables_depth(launch_descr
     assert remappings["camera_info"] == configuration("camera_info")
     enabled = tagger.kwargs["parameters"][1]["depth.enabled"]
     assert enabled.args == (configuration("depth_enabled"),) and enabled.kwargs == {"value_type": bool}
+
+
+def test_launch_file_passes_cameras_to_the_node(launch_description):
+    entities = launch_description.args[0]
+    arguments = {e.args[0]: e.kwargs.get("default_value") for e in entities
+                 if type(e).__name__ == "DeclareLaunchArgument"}
+    assert arguments["cameras"] == "[]"
+    [tagger] = [e for e in entities if type(e).__name__ == "Node" and e.kwargs["executable"] == "tagger_node"]
+    configuration = type(tagger.kwargs["namespace"])
+    assert tagger.kwargs["ros_arguments"] == ["-p", ["cameras:=", configuration("cameras")]]

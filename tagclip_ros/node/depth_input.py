@@ -81,16 +81,17 @@ def header_stamp(header: Header) -> int:
 
 
 class DepthInput:
-    """The node's `depth` and `camera_info` subscriptions: recent depth images for pairing and
-    the newest CameraInfo. Made at activate, closed at deactivate."""
+    """The node's `depth` and `camera_info` subscriptions (a camera's, `<camera>/depth` and
+    `<camera>/camera_info`, given its `prefix`): recent depth images for pairing and the newest
+    CameraInfo. Made at activate, closed at deactivate."""
 
-    def __init__(self, node: Node, qos: QoSProfile, max_delay_s: float) -> None:
+    def __init__(self, node: Node, qos: QoSProfile, max_delay_s: float, prefix: str = "") -> None:
         self.pairer: StampPairer[Image] = StampPairer(max_delay_s, "depth image")
         self.camera_info: CameraInfo | None = None
         self._node = node
         self._subscriptions = [
-            node.create_subscription(Image, "depth", self._on_depth, qos),
-            node.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)]
+            node.create_subscription(Image, prefix + "depth", self._on_depth, qos),
+            node.create_subscription(CameraInfo, prefix + "camera_info", self._on_camera_info, qos)]
 
     def _on_depth(self, msg: Image) -> None:
         self.pairer.add(header_stamp(msg.header), msg)

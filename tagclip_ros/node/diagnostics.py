@@ -26,6 +26,7 @@ class FrameStats:
         self.bad = 0
         self.overlays = 0  # overlays drawn: only for frames that had an overlay subscriber
         self.detections = 0  # frames whose regions were computed: only while detections are watched
+        self.batched = 0  # frames that went through the model together with other cameras' frames
         self.last_error = ""
         self.depth_skipped = 0  # frames whose detections_3d were wanted but could not be made
         self.last_depth_skip = ""
@@ -43,6 +44,10 @@ class FrameStats:
     def record_detections(self) -> None:
         with self._lock:
             self.detections += 1
+
+    def record_batch(self, frames: int) -> None:
+        with self._lock:
+            self.batched += frames
 
     def record_bad(self, reason: str) -> None:
         with self._lock:
@@ -76,8 +81,11 @@ class FrameStats:
 
 
 def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, state: str,
-                     info: dict[str, str]) -> DiagnosticArray:
-    """One DiagnosticStatus: OK while active and healthy, WARN when inactive or frames fail."""
+                     info: dict[str, str], cameras: dict[str, tuple[FrameStats, int]] | None = None
+                     ) -> DiagnosticArray:
+    """The node's DiagnosticStatus (all frames, the shared model): OK while active and healthy,
+    WARN when inactive or frames fail; then one per camera of a multi-camera node
+    (`cameras`: name → its statistics and dropped frames)."""
     summary = stats.summary()
     if state != "active":
         level, message = DiagnosticStatus.WARN, f"node is {state}"
@@ -94,6 +102,7 @@ def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, sta
         "frames_bad": str(stats.bad),
         "overlays_drawn": str(stats.overlays),
         "detections_computed": str(stats.detections),
+        "frames_batched": str(stats.batched),
         "depth_skipped": str(stats.depth_skipped),
         "last_depth_skip": stats.last_depth_skip,
         "rate_hz": f"{summary['rate_hz']:.2f}",
@@ -104,5 +113,27 @@ def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, sta
     status = DiagnosticStatus(level=level, name=f"{node_name}: inference", message=message,
                               hardware_id=info.get("device", ""),
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])
-    return DiagnosticArray(header=Header(stamp=stamp),
-                           status=[status])
+    statuses = [status] + [camera_status(node_name, name, camera_stats, camera_dropped, state, info)
+                           for name, (camera_stats, camera_dropped) in (cameras or {}).items()]
+    return DiagnosticArray(header=Header(stamp=stamp), status=statuses)
+
+
+def camera_status(node_name: str, camera: str, stats: FrameStats, dropped: int, state: str,
+                  info: dict[str, str]) -> DiagnosticStatus:
+    """One camera's status: its rate, latency and frame counts (OK, WARN after a bad frame or
+    while the node is not active)."""
+    summary = stats.summary()
+    if state != "active":
+        level, message = DiagnosticStatus.WARN, f"node is {state}"
+    elif stats.last_error and stats.bad:
+        level, message = DiagnosticStatus.WARN, f"last bad frame: {stats.last_error}"
+    else:
+        level, message = DiagnosticStatus.OK, f"{summary['rate_hz']:.1f} Hz"
+    values = {"camera": camera, "frames_processed": str(stats.processed), "frames_dropped": str(dropped),
+              "frames_bad": str(stats.bad), "last_error": stats.last_error,
+              "depth_skipped": str(stats.depth_skipped), "last_depth_skip": stats.last_depth_skip,
+              "rate_hz": f"{summary['rate_hz']:.2f}", "latency_ms": f"{summary['latency_ms']:.1f}",
+              "core_ms": f"{summary['core_ms']:.1f}"}
+    return DiagnosticStatus(level=level, name=f"{node_name}: camera {camera}", message=message,
+                            hardware_id=info.get("device", ""),
+                            values=[KeyValue(key=k, value=v) for k, v in values.items()])

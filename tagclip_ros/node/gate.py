@@ -18,24 +18,37 @@ RESUMED_MESSAGE = "processing frames"
 
 
 class FrameGate:
-    """Holds frames back while paused (`~/enable` false) or arriving faster than `max_rate`
-    (core.rate_limit), and counts each kind for /diagnostics. Used from the node's executor
-    thread only (image callback, service, parameter callback, diagnostics timer)."""
+    """Holds frames back while paused (`~/enable` false, all cameras) or arriving faster than
+    `max_rate` (core.rate_limit, each camera on its own), and counts each kind for
+    /diagnostics. Used from the node's executor thread only (image callback, service, parameter
+    callback, diagnostics timer)."""
 
     def __init__(self, max_rate: float, log: Callable[[str], None],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = True
-        self.limiter = RateLimiter(max_rate, clock)
+        self.max_rate = max_rate
+        self._limiters: dict[str, RateLimiter] = {}  # per camera, made at its first frame
+        self._clock = clock
         self.paused_frames = 0  # frames that arrived while paused
         self.rate_limited = 0  # frames that arrived faster than max_rate
         self._log = log
 
-    def admit(self) -> bool:
-        """Whether a frame arriving now goes on to be processed; if not, it is counted."""
+    def set_rate(self, max_rate: float) -> None:
+        """Limit each camera to `max_rate` Hz from now on (0: no limit)."""
+        for limiter in self._limiters.values():
+            limiter.set_rate(max_rate)
+        self.max_rate = max_rate
+
+    def admit(self, camera: str = "") -> bool:
+        """Whether a frame of `camera` arriving now goes on to be processed; if not, it is
+        counted."""
         if not self.enabled:
             self.paused_frames += 1
             return False
-        if not self.limiter.admit():
+        limiter = self._limiters.get(camera)
+        if limiter is None:
+            limiter = self._limiters[camera] = RateLimiter(self.max_rate, self._clock)
+        if not limiter.admit():
             self.rate_limited += 1
             return False
         return True

@@ -68,11 +68,12 @@ def type_reason(name: str, value: Any, default: Any) -> str | None:
 
 def normalized(value: Any, default: Any) -> Any:
     """A value that passed `type_reason` as the default's Python type: a float for a whole
-    number given to a float parameter, a list for any array (an empty array of any type)."""
+    number given to a float parameter, a list for any array (an empty array of any type, or
+    no value: rcl's params-file parser gives `[]` as that)."""
     if isinstance(default, float) and not isinstance(value, bool):
         return float(value)
     if isinstance(default, list):
-        return list(value)
+        return [] if value is None else list(value)
     return value
 
 
@@ -82,7 +83,7 @@ def _fits(value: Any, default: Any) -> bool:
     if isinstance(default, float):
         return isinstance(value, (int, float))
     if isinstance(default, list):  # an empty array, of whatever type, is an empty list
-        return isinstance(value, LISTS) and all(isinstance(v, str) for v in value)
+        return value is None or (isinstance(value, LISTS) and all(isinstance(v, str) for v in value))
     return type(value) is type(default)
 
 

@@ -5,7 +5,8 @@ the two agree.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,12 @@ START = "read at start"  # by the node's constructor: a later change would be ke
 # the node at another file, so rclpy refuses remote changes ("Trying to set a read-only
 # parameter"); a value can still be given at start (command line, params file, launch).
 FIXED = "fixed at start: read-only, as it names a file or folder the node reads or writes"
+# Parameters fixed for the node's life because the topics are made from them.
+CAMERAS_FIXED = "fixed at start: read-only, as each camera's topics are made from it"
 PROFILE_DEFAULT = -1.0  # a threshold parameter's value that takes the profile's
 TEMPORAL = "temporal."  # the stable-tags parameters' prefix: a change of any starts them over
+# A camera name: one or more ROS name tokens joined by "/" ("front", "arm/gripper").
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 # Parameters whose change re-applies the profile with its overrides (`overrides_from`).
 PROFILE_PARAMETERS = frozenset({"vocabulary", "background", "tag_threshold", "candidate_threshold",
                                 "affinity_blocks", "segmentation.background_power"})
@@ -67,7 +72,7 @@ class ParamSpec:
     @property
     def read_only(self) -> bool:
         """Whether remote `set_parameters` calls are refused (by rclpy, with a reason)."""
-        return self.applies == FIXED
+        return self.applies in (FIXED, CAMERAS_FIXED)
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -125,6 +130,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               CONFIGURE, choices=tuple(PRECISIONS)),
     ParamSpec("text_cache_dir", "", "text-feature cache folder ('' = ~/.cache/tagclip_ros/text)",
               FIXED),
+    ParamSpec("cameras", [], "cameras served by this one node and model, each under its own "
+              "topics (front/image → front/tags, ...), taken in turn; empty: one camera, on "
+              "image", CAMERAS_FIXED),
+    ParamSpec("batching", "auto", "frames of equal size from several cameras go through the "
+              "model together: on, off, or auto (on CUDA only: on the CPU it is not faster)",
+              choices=("auto", "on", "off")),
     ParamSpec("image_transport", "raw", "subscribe to image (raw) or image/compressed",
               ACTIVATE, choices=("raw", "compressed")),
     ParamSpec("image_qos", "sensor_data", "image subscription QoS: sensor_data (best effort) "
@@ -197,6 +208,10 @@ def rejection_reason(changes: Mapping[str, Any], current: Mapping[str, Any],
             profile_from({**current, **changes})
         except ValueError as exc:
             return str(exc)
+    if "cameras" in changes:
+        reason = cameras_reason(changes["cameras"])
+        if reason:
+            return reason
     if any(name.startswith(TEMPORAL) for name in changes):
         try:
             temporal_from({**current, **changes})
@@ -218,6 +233,18 @@ def timing_reason(spec: ParamSpec, state: str) -> str | None:
     if spec.applies == ACTIVATE and state == "active":
         return (f"{spec.name} is read at activate time and the node is active: deactivate first, "
                 "then set it and activate")
+    return None
+
+
+def cameras_reason(cameras: Sequence[str]) -> str | None:
+    """Why `cameras` cannot name the node's streams, or None."""
+    for name in cameras:
+        if not CAMERA_NAME.fullmatch(name):
+            return (f"camera name {name!r} is not a ROS name: letters, digits and _ (starting with "
+                    "a letter), parts joined by /, e.g. [front, left, arm/gripper]")
+    repeated = sorted({name for name in cameras if list(cameras).count(name) > 1})
+    if repeated:
+        return f"cameras lists {', '.join(repeated)} more than once: each camera needs its own name"
     return None
 
 

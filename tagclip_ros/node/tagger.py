@@ -1,7 +1,8 @@
 """The `tagclip_tagger` lifecycle node: camera images in; tags, label masks, overlays out.
 
 Thin by design: it maps parameters to core settings, topics to conversions, and keeps
-inference on a worker thread that only ever sees the newest frame. See
+inference on a worker thread that only ever sees each camera's newest frame, the cameras in
+turn (one model for all of them: `cameras`, node/camera_streams.py). See
 ../shared/design/ros-interface.md for the contract.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -20,7 +22,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
-from vision_msgs.msg import Classification, Detection2DArray, Detection3DArray, LabelInfo
+from vision_msgs.msg import Detection3DArray
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
 from ..core.depth import DepthError
@@ -28,13 +30,12 @@ from ..core.detections import Region
 from ..core.device import precision_name
 from ..core.loading import weights_setting
 from ..core.image import downscale_note
-from ..core.pipeline import Perceived, Perception
+from ..core.pipeline import Perceived, Perception, batching_pays
 from ..core.stamps import Wait
 from ..core.tagclip import TagResult
 from ..core.temporal import StableTags
-from ..msg import TagArray
 from . import conversions, detection_messages
-from .depth_input import DepthInput, SkipWarnings
+from .camera_streams import CameraStream, camera_streams
 from .diagnostics import FrameStats, diagnostic_array
 from .gate import FrameGate
 from .param_checks import ParameterError, given_at_start, unknown_parameter_warnings
@@ -70,22 +71,16 @@ class TaggerNode(LifecycleNode):
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.stats = FrameStats()
+        self.stats = FrameStats()  # all cameras' frames
+        self.streams = camera_streams(self.param("cameras"), LOG_THROTTLE_S, self.stats)
         self.gate = FrameGate(self.param("max_rate"), self.get_logger().info)  # ~/enable, max_rate
         self.create_service(SetBool, "~/enable", self.gate.on_enable)
-        self.stable: StableTags | None = None  # with temporal.enabled: the stream's stable tags
         self.perception: Perception | None = None
         self.worker: LatestFrameWorker | None = None
         self._stopping: list[LatestFrameWorker] = []  # stopped, but still finishing a frame
-        self.subscription = None
-        self.depth: DepthInput | None = None  # with depth.enabled, while active
-        self._depth_warnings = SkipWarnings(LOG_THROTTLE_S)
-        self.pubs: dict[str, Any] = {}
         self.active = False
         self._activation = 0  # counts activations: a frame's results need the same one to go out
         self._publish_lock = threading.Lock()  # publishing vs. deactivate, cleanup and exit
-        self._noted_size: tuple[int, int] | None = None  # frame size last checked for downscaling
-        self._last_taken: Header | None = None  # the last frame's header, to spot a resend
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.param("diagnostics_period"), self._publish_diagnostics)
         self.tag_image = TagImageService(self, self._values)  # ~/tag_image, served while active
@@ -122,20 +117,14 @@ class TaggerNode(LifecycleNode):
             values = self._values()
             self.perception = Perception.for_profile(loaded, profile_from(values), cache,
                                                      *overrides_from(values))
-            self.stable = stable_tags(values)
         except (WeightsError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.pubs = {
-            "tags": self.create_publisher(TagArray, "tags", 10),
-            "classification": self.create_publisher(Classification, "classification", 10),
-            "label_mask": self.create_publisher(Image, "label_mask", 10),
-            "overlay": self.create_publisher(Image, "overlay", 10),
-            "detections": self.create_publisher(Detection2DArray, "detections", 10),
-            "detections_3d": self.create_publisher(Detection3DArray, "detections_3d", 10),
-            "label_info": self.create_publisher(LabelInfo, "label_info", LATCHED),
-        }
-        self.worker = LatestFrameWorker(self._process, self._on_worker_error)
+        for stream in self.streams:
+            stream.stable = stable_tags(values)
+            stream.create_publishers(self, LATCHED)
+        self.worker = LatestFrameWorker(lambda frame: self._process([frame]), self._on_worker_error,
+                                        process_batch=self._process, batch_limit=self._batch_limit)
         self.worker.start()
         self._publish_label_info()
         self.get_logger().info("configured")
@@ -145,29 +134,20 @@ class TaggerNode(LifecycleNode):
         compressed = self.param("image_transport") == "compressed"
         qos = qos_profile_sensor_data if self.param("image_qos") == "sensor_data" else RELIABLE_IMAGES
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        self.subscription = self.create_subscription(
-            CompressedImage if compressed else Image,
-            "image/compressed" if compressed else "image",
-            self._on_image, qos, event_callbacks=events)
-        if self.param("depth.enabled"):
-            self.depth = DepthInput(self, qos, self.param("depth.max_delay"))
-        with self._publish_lock:
+        depth = self.param("depth.max_delay") if self.param("depth.enabled") else None
+        with self._publish_lock:  # a frame dropped by the last deactivate may come again
+            for stream in self.streams:
+                stream.subscribe(self, compressed, qos, self._on_image, events, depth)
             self.active = True
             self._activation += 1
-            self._last_taken = None  # a frame dropped by the last deactivate may come again
-        depth = f" with {self.depth.topics()}" if self.depth is not None else ""
-        self.get_logger().info(f"active: listening on {self.subscription.topic_name}{depth}")
+        self.get_logger().info(f"active: listening on {', '.join(s.listening() for s in self.streams)}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         with self._publish_lock:  # once this returns, a frame in progress publishes nothing
             self.active = False
-        if self.subscription is not None:
-            self.destroy_subscription(self.subscription)
-            self.subscription = None
-        if self.depth is not None:
-            self.depth.close()
-            self.depth = None
+        for stream in self.streams:
+            stream.unsubscribe(self)
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -194,9 +174,8 @@ class TaggerNode(LifecycleNode):
             self._stopping.append(worker)
         self._stopping = [w for w in self._stopping if not w.stop(timeout)]
         with self._publish_lock:
-            for publisher in self.pubs.values():
-                self.destroy_publisher(publisher)
-            self.pubs = {}
+            for stream in self.streams:
+                stream.destroy_publishers(self)
             self.perception = None
         self.tag_image.release()
         free_accelerator_memory()
@@ -218,7 +197,7 @@ class TaggerNode(LifecycleNode):
             return SetParametersResult(successful=False, reason=reason)
         changes = {name: typed(name, value) for name, value in changes.items()}
         if "max_rate" in changes:  # applied at once: the gate runs on this (the executor's) thread
-            self.gate.limiter.set_rate(changes["max_rate"])
+            self.gate.set_rate(changes["max_rate"])
         if self.worker is not None:  # apply on the inference thread, before the next frame
             values = {**self._values(), **changes}  # the state this change leads to, as checked
             self.worker.call_soon(lambda: self._apply(changes, values))
@@ -231,7 +210,8 @@ class TaggerNode(LifecycleNode):
         if perception is None:
             return
         if any(name.startswith(TEMPORAL) for name in changes):
-            self.stable = stable_tags(values)  # new settings: the stream starts over
+            for stream in self.streams:
+                stream.stable = stable_tags(values)  # new settings: each stream starts over
         if not PROFILE_PARAMETERS & changes.keys():
             return
         profile = profile_from(values)
@@ -245,54 +225,83 @@ class TaggerNode(LifecycleNode):
             self._publish_label_info()
 
     # ---- frames ----------------------------------------------------------------------------
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, stream: CameraStream, msg: Image | CompressedImage) -> None:
         if not (self.active and self.worker is not None):
             return
-        if conversions.is_resend(msg.header, self._last_taken):
+        if conversions.is_resend(msg.header, stream.last_taken):
             return  # the last frame sent again (image_source does until answered): answered once
-        if not self.gate.admit():
+        if not self.gate.admit(stream.name):
             return  # paused, or faster than max_rate: dropped before any work, and counted
-        self._last_taken = msg.header
-        depth = self.depth.wait(msg.header) if self.depth is not None else None  # paired when done
-        self.worker.submit((msg, time.monotonic(), self._activation, depth))
+        stream.last_taken = msg.header
+        depth = stream.depth.wait(msg.header) if stream.depth is not None else None  # paired when done
+        self.worker.submit(Frame(stream, msg, time.monotonic(), self._activation, depth), stream.name)
 
-    def _process(self, frame: tuple[Image | CompressedImage, float, int, Wait | None]) -> None:
-        msg, received, activation, depth = frame
+    def _batch_limit(self) -> int:
+        """How many cameras' frames the worker may hand over together (`batching`)."""
+        setting, perception = self.param("batching"), self.perception
+        if setting == "off" or perception is None:
+            return 1
+        if setting == "auto" and not batching_pays(perception.tagger.loaded):
+            return 1
+        return len(self.streams)
+
+    def _process(self, frames: list[Frame]) -> None:
+        """Decode, run and publish frames of different cameras (one, or a batch: frames of equal
+        size go through the model together)."""
         perception = self.perception
-        if perception is None or not self._current(activation):
+        if perception is None or not self._current(frames[0].activation):
             return
-        try:
-            rgb = conversions.frame_to_rgb(msg)
-        except conversions.FrameError as exc:
-            self.stats.record_bad(str(exc))
-            self.get_logger().warning(f"skipping frame: {exc}", throttle_duration_sec=LOG_THROTTLE_S)
-            return
+        decoded = [(frame, rgb) for frame in frames if (rgb := self._decode(frame)) is not None]
         method = self.param("segmentation.method") if self.param("segmentation.enabled") else None
-        self._note_downscale(perception, rgb.shape[:2])
-        result = perception.run(rgb, method, select=self._stable_selection(msg.header, perception))
-        if not self._publish_results(msg, rgb, result, activation, depth):
-            return
-        in_node = time.monotonic() - received
-        self.stats.record(in_node, result.seconds)
-        stamp = msg.header.stamp
-        self.get_logger().debug(f"frame {stamp.sec}.{stamp.nanosec:09d}: core "
+        for frame, rgb in decoded:
+            self._note_downscale(frame.stream, perception, rgb.shape[:2])
+        selects = [self._stable_selection(frame.stream, frame.msg.header, perception) for frame, _ in decoded]
+        rgbs = [rgb for _, rgb in decoded]
+        if len(decoded) > 1:
+            results = perception.run_batch(rgbs, method, selects=selects)
+            self.stats.record_batch(len(decoded))
+        else:
+            results = [perception.run(rgb, method, select=select) for rgb, select in zip(rgbs, selects)]
+        for (frame, rgb), result in zip(decoded, results):
+            if self._publish_results(frame, rgb, result):
+                self._record(frame, result)
+
+    def _decode(self, frame: Frame):
+        """The frame's RGB pixels; None, counted and logged (throttled), for a bad frame."""
+        try:
+            return conversions.frame_to_rgb(frame.msg)
+        except conversions.FrameError as exc:
+            frame.stream.stats.record_bad(str(exc))
+            if frame.stream.stats is not self.stats:
+                self.stats.record_bad(f"{frame.stream.label}{exc}")
+            self.get_logger().warning(f"{frame.stream.label}skipping frame: {exc}",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return None
+
+    def _record(self, frame: Frame, result: Perceived) -> None:
+        in_node = time.monotonic() - frame.received
+        for stats in {id(s): s for s in (self.stats, frame.stream.stats)}.values():
+            stats.record(in_node, result.seconds)
+        stamp = frame.msg.header.stamp
+        self.get_logger().debug(f"{frame.stream.label}frame {stamp.sec}.{stamp.nanosec:09d}: core "
                                 f"{1000 * result.seconds:.2f} ms, in node {1000 * in_node:.2f} ms")
 
-    def _note_downscale(self, perception: Perception, size: tuple[int, int]) -> None:
-        """Log that frames are downscaled for the model: once, and again if the size changes."""
-        if size == self._noted_size:
+    def _note_downscale(self, stream: CameraStream, perception: Perception, size: tuple[int, int]) -> None:
+        """Log that frames are downscaled for the model: once per camera, and again if the size
+        changes."""
+        if size == stream.noted_size:
             return
-        self._noted_size = size
+        stream.noted_size = size
         settings = perception.tagger.settings
         note = downscale_note(*size, perception.tagger.loaded.patch_size, settings.max_input_side)
         if note:
-            self.get_logger().info(note)
+            self.get_logger().info(stream.label + note)
 
-    def _stable_selection(self, header: Header, perception: Perception
+    def _stable_selection(self, stream: CameraStream, header: Header, perception: Perception
                           ) -> Callable[[TagResult], TagResult] | None:
-        """With temporal.enabled, what turns a frame's TagCLIP result into the stream's stable
+        """With temporal.enabled, what turns a frame's TagCLIP result into its stream's stable
         tags (core.temporal), before its mask and detections are made; None otherwise."""
-        stable = self.stable
+        stable = stream.stable
         if stable is None:
             return None
         factor = perception.tagger.settings.tag_threshold
@@ -303,41 +312,41 @@ class TaggerNode(LifecycleNode):
         """Whether the node stayed active since a frame arrived during `activation`."""
         return self.active and activation == self._activation
 
-    def _publish_results(self, msg: Image | CompressedImage, rgb, result: Perceived,
-                         activation: int, depth: Wait | None = None) -> bool:
-        """Publish a frame's results, unless the node was deactivated (or cleaned up, or is
-        exiting) since the frame arrived; returns whether they went out."""
+    def _publish_results(self, frame: Frame, rgb, result: Perceived) -> bool:
+        """Publish a frame's results on its camera's topics, unless the node was deactivated
+        (or cleaned up, or is exiting) since the frame arrived; returns whether they went out."""
+        stream, header = frame.stream, frame.msg.header
         with self._publish_lock:
-            if not self._current(activation):
+            if not self._current(frame.activation):
                 return False
-            overlay = self.pubs["overlay"].get_subscription_count() > 0  # drawn only when watched
+            overlay = stream.pubs["overlay"].get_subscription_count() > 0  # drawn only when watched
             if overlay:
                 self.stats.record_overlay()
-            found = self._regions(result) if detection_messages.watched(self.pubs) else None
-            for topic, out in conversions.result_messages(result, msg.header, rgb, overlay,
-                                                          found).items():
-                self.pubs[topic].publish(out)
-            boxes = self._detections_3d(msg.header, rgb.shape[:2], found, depth)
+            found = self._regions(result) if detection_messages.watched(stream.pubs) else None
+            for topic, out in conversions.result_messages(result, header, rgb, overlay, found).items():
+                stream.pubs[topic].publish(out)
+            boxes = self._detections_3d(stream, header, rgb.shape[:2], found, frame.depth)
             if boxes is not None:
-                self.pubs["detections_3d"].publish(boxes)
+                stream.pubs["detections_3d"].publish(boxes)
         return True
 
-    def _detections_3d(self, header: Header, size: tuple[int, int], found: list[Region] | None,
-                       depth: Wait | None) -> Detection3DArray | None:
+    def _detections_3d(self, stream: CameraStream, header: Header, size: tuple[int, int],
+                       found: list[Region] | None, depth: Wait | None) -> Detection3DArray | None:
         """The frame's detections_3d: with depth on, while watched, for a frame with regions.
         None when its depth cannot serve it: the frame's 3D is skipped, counted in /diagnostics
         and the reason logged (each kind at once, then throttled)."""
-        source = self.depth
+        source = stream.depth
         if (source is None or depth is None or found is None
-                or self.pubs["detections_3d"].get_subscription_count() == 0):
+                or stream.pubs["detections_3d"].get_subscription_count() == 0):
             return None
         try:
             boxes = source.boxes(depth, found, size, self.param("depth.min_points"))
         except DepthError as exc:
-            self.stats.record_depth_skip(str(exc))
-            if self._depth_warnings.due(str(exc)):
+            for stats in {id(s): s for s in (self.stats, stream.stats)}.values():
+                stats.record_depth_skip(str(exc))
+            if stream.depth_warnings.due(str(exc)):
                 stamp = header.stamp
-                self.get_logger().warning(f"no detections_3d for the frame stamped "
+                self.get_logger().warning(f"{stream.label}no detections_3d for the frame stamped "
                                           f"{stamp.sec}.{stamp.nanosec:09d}: {exc}")
             return None
         return detection_messages.detection_3d_array(boxes, header)
@@ -355,12 +364,14 @@ class TaggerNode(LifecycleNode):
 
     def _publish_label_info(self) -> None:
         with self._publish_lock:  # never into a publisher that cleanup destroyed
-            if self.perception is None or "label_info" not in self.pubs:
+            if self.perception is None:
                 return
             header = Header(stamp=self.get_clock().now().to_msg())
             tagger = self.perception.tagger
-            self.pubs["label_info"].publish(
-                conversions.label_info(tagger.vocabulary, tagger.settings.tag_threshold, header))
+            info = conversions.label_info(tagger.vocabulary, tagger.settings.tag_threshold, header)
+            for stream in self.streams:
+                if "label_info" in stream.pubs:
+                    stream.pubs["label_info"].publish(info)
 
     def _on_worker_error(self, exc: Exception) -> None:
         self.stats.record_bad(f"{type(exc).__name__}: {exc}")
@@ -382,12 +393,27 @@ class TaggerNode(LifecycleNode):
             loaded = perception.tagger.loaded
             info.update(device=str(loaded.device), precision=precision_name(loaded.dtype),
                         model=loaded.description)
-        state = self._state()
-        dropped = self.worker.dropped if self.worker else 0
+        state, worker = self._state(), self.worker
+        dropped = worker.dropped if worker else 0
         info.update(self.gate.diagnostics())
+        info["cameras"] = str(len(self.streams))
+        cameras = {s.name: (s.stats, worker.dropped_by(s.name) if worker else 0)
+                   for s in self.streams if s.name}
         self.diagnostics_pub.publish(diagnostic_array(
             self.get_fully_qualified_name(), self.get_clock().now().to_msg(), self.stats, dropped,
-            state, info))
+            state, info, cameras))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame on its way to the worker: its camera, the message, when it arrived (monotonic),
+    the activation it arrived in, and its depth pairing (with depth.enabled)."""
+
+    stream: CameraStream
+    msg: Image | CompressedImage
+    received: float
+    activation: int
+    depth: Wait | None
 
 
 def stable_tags(values: dict[str, Any]) -> StableTags | None:

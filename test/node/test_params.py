@@ -79,10 +79,11 @@ def test_defaults_take_the_profiles_settings_and_values_override_them():
     assert PROFILES["cocostuff"].tag_settings(**tag).affinity_start == -6
 
 
-def test_file_and_folder_parameters_and_only_they_are_read_only():
-    """What names a file or folder is fixed at start; everything else stays settable."""
+def test_file_and_folder_parameters_and_cameras_and_only_they_are_read_only():
+    """What names a file or folder is fixed at start, and the cameras the topics are made
+    from; everything else stays settable."""
     read_only = {spec.name for spec in PARAMETERS if spec.descriptor().read_only}
-    assert read_only == {"model.name", "model.pretrained", "model.weights", "text_cache_dir"}
+    assert read_only == {"model.name", "model.pretrained", "model.weights", "text_cache_dir", "cameras"}
     for name in read_only:
         assert "read-only" in next(s for s in PARAMETERS if s.name == name).descriptor().description
 
@@ -116,6 +117,16 @@ def test_values_given_at_start_get_the_checks_of_a_change_without_the_states():
     assert "[-1.0, 1.0]" in start_reason({"tag_threshold": 2.0})
     assert start_reason({"device": "cpu", "autostart": False, "tag_threshold": 0, "weights": "x"}) is None
     assert typed("tag_threshold", 0) == 0.0 and type(typed("tag_threshold", 0)) is float
+
+
+def test_camera_names_must_be_ros_names_and_distinct():
+    assert start_reason({"cameras": ["front", "left", "arm/gripper"]}) is None
+    assert start_reason({"cameras": ["front", "left", "front"]}) == (
+        "cameras lists front more than once: each camera needs its own name")
+    for bad in ("2nd", "front/", "/front", "front cam", ""):
+        assert start_reason({"cameras": ["left", bad]}).startswith(f"camera name {bad!r} is not a ROS name")
+    assert start_reason({"cameras": "front"}).startswith("cameras must be a list of names")
+    assert typed("cameras", None) == []  # how rcl's params-file and -p parsers give `[]`
 
 
 def test_a_wrong_type_is_refused_with_a_sentence_before_other_rules():
@@ -152,7 +163,8 @@ def test_unknown_names_given_at_start_are_named_with_the_closest_known_one(ros, 
 @pytest.mark.parametrize("name, value, sentence", [
     ("vocabulary", "cat", "vocabulary must be a list of names, e.g. [cat, dog], not the text 'cat'"),
     ("tag_threshold", 2.0, "tag_threshold must lie in [-1.0, 1.0], not 2.0"),
-], ids=["wrong type", "out of range"])
+    ("cameras", "[front, front]", "cameras lists front more than once: each camera needs its own name"),
+], ids=["wrong type", "out of range", "repeated camera"])
 def test_a_bad_value_given_at_start_ends_the_node_with_one_sentence(ros, tmp_path, name, value, sentence):
     """(`ros`: on the module's own DDS domain.) One sentence, status 2: never a traceback."""
     process = unconfigured_tagger(tmp_path, "/bad", {name: value})
