@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ from .loading import LoadedModel
 from .profile import NO_TIMER, StageTimer
 from .dataset_profiles import DatasetProfile
 from .segment import ClipEsSegmenter, Segmentation, SegmentationSettings, Trunk, dmar_segment
-from .tagclip import TagClip, TagClipSettings, TagResult
+from .tagclip import AttentionVote, TagClip, TagClipSettings, TagResult
 from .text import TextFeatureCache
 from .vocab import Vocabulary
 
@@ -112,12 +112,49 @@ class Perception:
         `timer` times the stages (TagCLIP's, then clipes or dmar_masks). `select`, if given,
         replaces TagCLIP's result before the mask is made (stable tags over a stream): the mask
         is then of its tags, all background when it has none."""
-        if segmentation not in (None, *SEGMENTATION_METHODS):
-            raise ValueError(f"segmentation method {segmentation!r} is not one of "
-                             f"{', '.join(SEGMENTATION_METHODS)}")
+        check_segmentation(segmentation)
         start = time.perf_counter()
-        recorder = self.segmenter.trunk_recorder() if self._shares_trunk(rgb, segmentation) else None
+        recorder = self._trunk_recorder(rgb, segmentation)
         result = self.tagger.classify(rgb, recorder, timer)
+        result, segmented = self._after_classify(rgb, result, recorder, segmentation, timer, select)
+        return Perceived(result, segmented, time.perf_counter() - start)
+
+    def run_batch(self, rgbs: Sequence[np.ndarray], segmentation: str | None = "clipes",
+                  timer: StageTimer = NO_TIMER,
+                  selects: Sequence[Callable[[TagResult], TagResult] | None] | None = None
+                  ) -> list[Perceived]:
+        """`run` of several frames (one per camera) at once: tags by `TagClip.classify_batch`
+        (equal-sized frames through the vision tower together, the CWR crops of all frames in
+        one pass), then per frame what `run` does after classifying, with `selects[i]` as frame
+        i's `select`. Each result equals `run(rgbs[i], segmentation, select=selects[i])`'s
+        (float32 scores to 1e-4, the same tags, the same label mask); `timer` adds up the
+        stages of all frames. Each Perceived's `seconds` is the batch's wall time divided by
+        the number of frames: the frames share the passes, so no frame has a time of its own.
+        Worth it where `batching_pays`."""
+        check_segmentation(segmentation)
+        if selects is None:
+            selects = [None] * len(rgbs)
+        if len(selects) != len(rgbs):
+            raise ValueError(f"{len(selects)} selects for {len(rgbs)} images: give one per image (or None)")
+        start = time.perf_counter()
+        recorders = [self._trunk_recorder(rgb, segmentation) for rgb in rgbs]
+        results = self.tagger.classify_batch(rgbs, recorders, timer)
+        done = [self._after_classify(rgb, result, recorder, segmentation, timer, select)
+                for rgb, result, recorder, select in zip(rgbs, results, recorders, selects)]
+        seconds = (time.perf_counter() - start) / max(len(rgbs), 1)
+        return [Perceived(result, segmented, seconds) for result, segmented in done]
+
+    def _trunk_recorder(self, rgb: np.ndarray, segmentation: str | None) -> AttentionVote | None:
+        """The hook that keeps TagCLIP's blocks 1..11 for CLIP-ES, when it can reuse them."""
+        return self.segmenter.trunk_recorder() if self._shares_trunk(rgb, segmentation) else None
+
+    def _after_classify(self, rgb: np.ndarray, result: TagResult, recorder: AttentionVote | None,
+                        segmentation: str | None, timer: StageTimer,
+                        select: Callable[[TagResult], TagResult] | None
+                        ) -> tuple[TagResult, Segmentation | None]:
+        """A frame's work after TagCLIP (`run`'s and `run_batch`'s, one copy): `select`, then
+        the label mask by `segmentation` from the result's tags (all background without tags),
+        CLIP-ES reusing the classifying pass through `recorder` where it was recorded."""
         if select is not None:
             result = select(result)
         segmented = None
@@ -131,7 +168,28 @@ class Perception:
         elif segmentation == "dmar":
             with timer.stage("dmar_masks"):
                 segmented = dmar_segment(result, rgb.shape[:2], self.segmenter.settings)
-        return Perceived(result, segmented, time.perf_counter() - start)
+        return result, segmented
+
+
+def check_segmentation(segmentation: str | None) -> None:
+    """ValueError, naming the methods, unless `segmentation` is one of them or None."""
+    if segmentation not in (None, *SEGMENTATION_METHODS):
+        raise ValueError(f"segmentation method {segmentation!r} is not one of "
+                         f"{', '.join(SEGMENTATION_METHODS)}")
+
+
+def batching_pays(loaded: LoadedModel) -> bool:
+    """Whether `Perception.run_batch` over several cameras' frames beats `run` one frame at a
+    time with this model (the node batches only then, unless told otherwise).
+
+    On CUDA, yes: one frame's passes leave most of a GPU idle and cost a kernel launch per
+    operation, and a batch shares both. On the CPU, no: a 480×640 frame's matrix products
+    already keep every core busy, so a batch does the same work and only needs more memory;
+    `bench/bench_batching.py --quick` measured batched / one at a time per frame at 1.01 in
+    CPU time and 1.17 in wall time (mean over batches of 2–4 frames, ViT-B/16, 2 shared cores
+    of an AMD EPYC; docs/benchmarks.md, "Batching"). Not yet measured on a GPU
+    (`--device cuda`)."""
+    return loaded.device.type == "cuda"
 
 
 def profile_settings(profile: DatasetProfile, tag_overrides: dict | None = None,
