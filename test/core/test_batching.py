@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from tagclip_ros.core import TagClip, TextFeatureCache, load_model, load_vocabulary, read_image
+from tagclip_ros.core import TagClip, load_vocabulary, read_image
 from tagclip_ros.core.pipeline import Perception, batching_pays
 from tagclip_ros.core.tagclip import COARSE_BATCH_TOKENS, coarse_batches
 
-from ..conftest import IMAGES, WEIGHTS, reference_scores
+from ..conftest import IMAGES, reference_scores
 
 SCORE_ATOL = 1e-4       # a batched frame's scores against its own run's (float32)
 MASK_AGREEMENT = 0.999  # ... and its label mask (fraction of equal pixels)
@@ -27,8 +27,7 @@ def fixture(name: str) -> np.ndarray:
     return read_image(os.path.join(IMAGES, name))
 
 
-@pytest.fixture(scope="module")
-def same_size() -> dict[str, np.ndarray]:
+def same_size_frames() -> dict[str, np.ndarray]:
     """Three frames the model sees at one size (304×464): chelsea (300×451), a 298×450 cut of
     coffee (prepare_image rounds both up to the same patch grid) and chelsea mirrored."""
     chelsea = fixture("chelsea.jpg")
@@ -36,12 +35,21 @@ def same_size() -> dict[str, np.ndarray]:
             "chelsea mirrored": np.ascontiguousarray(chelsea[:, ::-1])}
 
 
+def mixed_size_frames(same: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Three frames of two model-input sizes, the odd one first: rocket (640×432 to the model),
+    and `same`'s chelsea and chelsea mirrored (464×304)."""
+    return {"rocket.jpg": fixture("rocket.jpg"), "chelsea.jpg": same["chelsea.jpg"],
+            "chelsea mirrored": same["chelsea mirrored"]}
+
+
+@pytest.fixture(scope="module")
+def same_size() -> dict[str, np.ndarray]:
+    return same_size_frames()
+
+
 @pytest.fixture(scope="module")
 def mixed_sizes(same_size) -> dict[str, np.ndarray]:
-    """Three frames of two model-input sizes, the odd one first: rocket (640×432 to the model),
-    chelsea and chelsea mirrored (464×304)."""
-    return {"rocket.jpg": fixture("rocket.jpg"), "chelsea.jpg": same_size["chelsea.jpg"],
-            "chelsea mirrored": same_size["chelsea mirrored"]}
+    return mixed_size_frames(same_size)
 
 
 @pytest.fixture(scope="module")
@@ -165,15 +173,3 @@ def test_coarse_batches_group_equal_grids_within_the_memory_bound():
 def test_batching_pays_on_cuda_only(loaded):
     assert batching_pays(loaded) is False  # the CPU: measured no faster (bench/bench_batching.py)
     assert batching_pays(types.SimpleNamespace(device=torch.device("cuda", 0))) is True
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
-@pytest.mark.parametrize("method", METHODS)
-def test_batched_frames_on_cuda_are_each_what_they_are_alone(text_cache_dir, mixed_sizes, same_size, method):
-    loaded = load_model(weights=WEIGHTS, device="cuda")
-    perception = Perception(loaded, load_vocabulary("voc"),
-                            text_cache=TextFeatureCache(loaded, text_cache_dir))
-    frames = {**mixed_sizes, "coffee cut": same_size["coffee cut"]}
-    for (name, rgb), result in zip(frames.items(), perception.run_batch(list(frames.values()), method)):
-        assert_same_frame(result, perception.run(rgb, method), name)

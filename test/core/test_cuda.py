@@ -19,6 +19,7 @@ from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.core.segment import ClipEsSegmenter
 
 from ..conftest import IMAGES, REFERENCE, WEIGHTS, reference_scores
+from .test_batching import METHODS, assert_same_frame, mixed_size_frames, same_size_frames
 from .test_precision import (BF16_CLIPES_AGREEMENT, BF16_DMAR_AGREEMENT, BF16_MAX_SCORE_DIFF,
                              ILL_CONDITIONED_FOR_CLIPES)
 
@@ -99,3 +100,16 @@ def test_copies_per_frame_do_not_grow_with_classes_or_tags(cuda32, text_cache_di
         counts[dataset] = copies_per_frame(lambda: perception.run(rgb, "clipes"))
     print(counts)
     assert max(counts.values()) <= COPIES_PER_FRAME, counts
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_frames_on_cuda_are_each_what_they_are_alone(cuda32, text_cache_dir, method):
+    """Several cameras' frames through the model together (what the node does on CUDA, where
+    `batching_pays`): each frame's result is its own run's (test_batching.py on the CPU)."""
+    loaded = cuda32
+    perception = Perception(loaded, load_vocabulary("voc"),
+                            text_cache=TextFeatureCache(loaded, text_cache_dir))
+    same = same_size_frames()
+    frames = {**mixed_size_frames(same), "coffee cut": same["coffee cut"]}
+    for (name, rgb), result in zip(frames.items(), perception.run_batch(list(frames.values()), method)):
+        assert_same_frame(result, perception.run(rgb, method), name)
