@@ -43,6 +43,11 @@ class CameraStream:
         self.stable: StableTags | None = None  # with temporal.enabled: this stream's stable tags
         self.noted_size: tuple[int, int] | None = None  # frame size last checked for downscaling
 
+    def counted_in(self, node_stats: FrameStats) -> list[FrameStats]:
+        """The statistics a frame of this camera counts in: the node's, and a named camera's
+        own (the single camera's are the node's)."""
+        return [node_stats] if self.stats is node_stats else [node_stats, self.stats]
+
     def topic(self, base: str) -> str:
         """The stream's name for one of the node's topics ("tags" → "front/tags")."""
         return f"{self.name}/{base}" if self.name else base
@@ -53,7 +58,8 @@ class CameraStream:
         return f"camera {self.name}: " if self.name else ""
 
     def create_publishers(self, node: Node, latched: QoSProfile) -> None:
-        self.pubs = {topic: node.create_publisher(kind, self.topic(topic), 10) for topic, kind in OUTPUTS.items()}
+        self.pubs = {topic: node.create_publisher(kind, self.topic(topic), 10)
+                     for topic, kind in OUTPUTS.items()}
         self.pubs["label_info"] = node.create_publisher(LabelInfo, self.topic("label_info"), latched)
 
     def destroy_publishers(self, node: Node) -> None:

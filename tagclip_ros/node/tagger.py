@@ -22,11 +22,8 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
-from vision_msgs.msg import Detection3DArray
 
 from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
-from ..core.depth import DepthError
-from ..core.detections import Region
 from ..core.device import precision_name
 from ..core.loading import weights_setting
 from ..core.image import downscale_note
@@ -34,9 +31,10 @@ from ..core.pipeline import Perceived, Perception, batching_pays
 from ..core.stamps import Wait
 from ..core.tagclip import TagResult
 from ..core.temporal import StableTags
-from . import conversions, detection_messages
+from . import conversions
 from .camera_streams import CameraStream, camera_streams
 from .diagnostics import FrameStats, diagnostic_array
+from .frame_outputs import LOG_THROTTLE_S, FrameOutputs
 from .gate import FrameGate
 from .param_checks import ParameterError, given_at_start, unknown_parameter_warnings
 from .params import (PARAMETERS, PROFILE_PARAMETERS, SPECS, TEMPORAL, overrides_from, profile_from,
@@ -50,7 +48,6 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 NODE_NAME = "tagclip_tagger"
-LOG_THROTTLE_S = 5.0
 # How long cleanup and exit wait for a frame in progress (which cannot be interrupted: ViT-B/16
 # on a CPU takes seconds per frame) before abandoning it; its result would be dropped anyway.
 STOP_GRACE_S = 1.0
@@ -81,6 +78,7 @@ class TaggerNode(LifecycleNode):
         self.active = False
         self._activation = 0  # counts activations: a frame's results need the same one to go out
         self._publish_lock = threading.Lock()  # publishing vs. deactivate, cleanup and exit
+        self.outputs = FrameOutputs(self.get_logger(), self.stats, self.param)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.param("diagnostics_period"), self._publish_diagnostics)
         self.tag_image = TagImageService(self, self._values)  # ~/tag_image, served while active
@@ -271,16 +269,15 @@ class TaggerNode(LifecycleNode):
         try:
             return conversions.frame_to_rgb(frame.msg)
         except conversions.FrameError as exc:
-            frame.stream.stats.record_bad(str(exc))
-            if frame.stream.stats is not self.stats:
-                self.stats.record_bad(f"{frame.stream.label}{exc}")
+            for stats in frame.stream.counted_in(self.stats):
+                stats.record_bad(f"{frame.stream.label if stats is self.stats else ''}{exc}")
             self.get_logger().warning(f"{frame.stream.label}skipping frame: {exc}",
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return None
 
     def _record(self, frame: Frame, result: Perceived) -> None:
         in_node = time.monotonic() - frame.received
-        for stats in {id(s): s for s in (self.stats, frame.stream.stats)}.values():
+        for stats in frame.stream.counted_in(self.stats):
             stats.record(in_node, result.seconds)
         stamp = frame.msg.header.stamp
         self.get_logger().debug(f"{frame.stream.label}frame {stamp.sec}.{stamp.nanosec:09d}: core "
@@ -315,52 +312,11 @@ class TaggerNode(LifecycleNode):
     def _publish_results(self, frame: Frame, rgb, result: Perceived) -> bool:
         """Publish a frame's results on its camera's topics, unless the node was deactivated
         (or cleaned up, or is exiting) since the frame arrived; returns whether they went out."""
-        stream, header = frame.stream, frame.msg.header
         with self._publish_lock:
             if not self._current(frame.activation):
                 return False
-            overlay = stream.pubs["overlay"].get_subscription_count() > 0  # drawn only when watched
-            if overlay:
-                self.stats.record_overlay()
-            found = self._regions(result) if detection_messages.watched(stream.pubs) else None
-            for topic, out in conversions.result_messages(result, header, rgb, overlay, found).items():
-                stream.pubs[topic].publish(out)
-            boxes = self._detections_3d(stream, header, rgb.shape[:2], found, frame.depth)
-            if boxes is not None:
-                stream.pubs["detections_3d"].publish(boxes)
+            self.outputs.publish(frame.stream, frame.msg.header, rgb, result, frame.depth)
         return True
-
-    def _detections_3d(self, stream: CameraStream, header: Header, size: tuple[int, int],
-                       found: list[Region] | None, depth: Wait | None) -> Detection3DArray | None:
-        """The frame's detections_3d: with depth on, while watched, for a frame with regions.
-        None when its depth cannot serve it: the frame's 3D is skipped, counted in /diagnostics
-        and the reason logged (each kind at once, then throttled)."""
-        source = stream.depth
-        if (source is None or depth is None or found is None
-                or stream.pubs["detections_3d"].get_subscription_count() == 0):
-            return None
-        try:
-            boxes = source.boxes(depth, found, size, self.param("depth.min_points"))
-        except DepthError as exc:
-            for stats in {id(s): s for s in (self.stats, stream.stats)}.values():
-                stats.record_depth_skip(str(exc))
-            if stream.depth_warnings.due(str(exc)):
-                stamp = header.stamp
-                self.get_logger().warning(f"{stream.label}no detections_3d for the frame stamped "
-                                          f"{stamp.sec}.{stamp.nanosec:09d}: {exc}")
-            return None
-        return detection_messages.detection_3d_array(boxes, header)
-
-    def _regions(self, result: Perceived) -> list[Region] | None:
-        """The frame's detection regions, counted in /diagnostics; None, with a throttled
-        warning, when segmentation is off (regions are those of the label mask)."""
-        found = detection_messages.frame_regions(result, self.param("detections.min_area"))
-        if found is None:
-            self.get_logger().warning("detections need segmentation.enabled: none are published",
-                                      throttle_duration_sec=LOG_THROTTLE_S)
-        else:
-            self.stats.record_detections()
-        return found
 
     def _publish_label_info(self) -> None:
         with self._publish_lock:  # never into a publisher that cleanup destroyed

@@ -202,11 +202,11 @@ def test_bad_frames_on_one_camera_touch_no_other_and_diagnostics_are_per_camera(
         assert rig.answer("front", good, sec + 1 + i).header.frame_id == "front_optical"
         assert rig.answer("left", good, sec + 1 + i).header.frame_id == "left_optical"
 
+    right = f"{NS}/tagclip_tagger: camera right"
+
     def counted():
         statuses = rig.statuses()
-        right = statuses[f"{NS}/tagclip_tagger: camera right"]
-        return statuses if int(right["frames_bad"]) >= int(before[f"{NS}/tagclip_tagger: camera right"]
-                                                              ["frames_bad"]) + 3 else None
+        return statuses if int(statuses[right]["frames_bad"]) >= int(before[right]["frames_bad"]) + 3 else None
     statuses = wait_until(counted, 60, "right's three bad frames counted")
     assert rig.answer("right", good, sec + 10).header.frame_id == "right_optical"  # right works again
     for camera in ("front", "left"):
