@@ -19,6 +19,14 @@ an OpenAI-format state dict to a temporary file that both the core part (through
 the node's own loading path) and the node load; the file is checked against the in-memory model
 first. `--weights FILE` uses a checkpoint instead (the tests' tiny fixture keeps a test fast).
 
+Several cameras, one model (the node's `cameras`): in the goal precision (fp16 on CUDA; the
+first precision measured where it is not), 640×480 frames (--camera-size), tags + CLIP-ES masks
+(the node's default), frames/s summed over 1, 2, 3 and 4 cameras: each round is one frame per
+camera (the image mirrored and shifted per camera) through `Perception.run_batch` together
+(batched) and through `run` one at a time, the two interleaved after the warm-up rounds; their
+ratio, the batched rounds' peak GPU memory, and whether batching changed any frame's tags.
+--no-cameras skips it.
+
 Goals (PASS/FAIL, checked on cuda in fp16 at 640×480): tags ≤ 10 ms and tags + CLIP-ES masks
 ≤ 25 ms per frame; the node's output rate ≥ 29 Hz under the 30 Hz camera. On other devices and
 precisions the figures are reported without a verdict.
@@ -26,9 +34,10 @@ precisions the figures are reported without a verdict.
 --device cpu proves the script on the build machine: it defaults to one run per row without
 warm-up runs (a ViT-B/16 frame takes seconds there) and writes bench/results/gpu_cpu.json.
 --quick: fewer repeats and an 8 s camera. --sizes, --precisions, --warmup, --repeats,
---node-seconds, --node-precisions and --node-methods narrow or widen the run. The node part
-needs the ROS messages (install/, built by scripts/bootstrap.sh); it runs under
-scripts/ros_env.sh by itself, so the one command needs no sourcing. --no-node skips it.
+--node-seconds, --node-precisions and --node-methods narrow or widen the run (--warmup and
+--repeats also count the cameras part's rounds). The node part needs the ROS messages
+(install/, built by scripts/bootstrap.sh); it runs under scripts/ros_env.sh by itself, so the
+one command needs no sourcing. --no-node skips it.
 """
 from __future__ import annotations
 
@@ -37,6 +46,7 @@ import gc
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,12 +63,12 @@ sys.path.insert(0, REPO)
 
 from tagclip_ros.core import TextFeatureCache, load_model  # noqa: E402
 from tagclip_ros.core.device import resolve_device  # noqa: E402
-from tagclip_ros.core.pipeline import Perceived, Perception  # noqa: E402
+from tagclip_ros.core.pipeline import Perceived, Perception, batching_pays  # noqa: E402
 from tagclip_ros.core.profile import STAGES  # noqa: E402
 from tagclip_ros.core.dataset_profiles import PROFILES  # noqa: E402
 from results_io import save_results  # noqa: E402
 from stages import (deviation, device_name, median_timing, parse_precisions, precision_refusal,  # noqa: E402
-                    random_vit_b16, software, tags_cell, timed_frame)
+                    random_vit_b16, software, synchronize, tags_cell, timed_frame)
 
 SIZES = "640x480,1280x720"  # frames, width × height
 WORKS = {"tags": None, "clipes": "clipes", "dmar": "dmar"}  # row name → segmentation method
@@ -69,6 +79,8 @@ GOAL_DEVICE, GOAL_PRECISION, GOAL_SIZE = "cuda", "fp16", (480, 640)
 GOAL_MS = {"tags": 10.0, "clipes": 25.0}  # per 640×480 frame, cuda fp16
 GOAL_NODE_HZ = 29.0                        # node output rate under a 30 Hz camera, cuda fp16
 CAMERA_HZ = 30.0
+CAMERAS = (1, 2, 3, 4)     # the cameras part: cameras served by one model, ...
+CAMERAS_WORK = "clipes"    # ... doing the node's default work on GOAL_SIZE frames
 FEATURE_ATOL = 1e-5  # the weights file's features against the in-memory model's
 DEFAULTS = {  # (device type, quick) → warm-up runs, repeats, node seconds, node warm-up frames
     ("cuda", False): (3, 20, 20.0, 3), ("cuda", True): (2, 5, 8.0, 3),
@@ -91,6 +103,8 @@ class Plan:
     node_methods: list[str]
     image: str
     quick: bool
+    cameras: tuple[int, ...] = CAMERAS  # () with --no-cameras
+    camera_size: tuple[int, int] = GOAL_SIZE  # (height, width) of every camera's frames
     node_note: str | None = None  # why the node is not measured, when it is not
     rows: list[dict] = field(default_factory=list)
 
@@ -147,8 +161,10 @@ def measure_row(perception: Perception, rgb: np.ndarray, work: str, plan: Plan) 
 
 
 def measure_precision(precision: str, weights: str, cache_dir: str, image: Image.Image,
-                      plan: Plan, progress: tqdm) -> tuple[list[dict], dict]:
-    """Every (size, work) row of one precision, and its last results for the deviation table."""
+                      plan: Plan, progress: tqdm, cameras: bool = False
+                      ) -> tuple[list[dict], dict, dict | None]:
+    """Every (size, work) row of one precision, its last results for the deviation table, and
+    (if `cameras`) the cameras part with the same model."""
     loaded = load_model(weights=weights, device=str(plan.device), precision=precision)
     perception = Perception.for_profile(loaded, PROFILES["voc"], TextFeatureCache(loaded, cache_dir))
     with torch.no_grad():
@@ -162,9 +178,76 @@ def measure_precision(precision: str, weights: str, cache_dir: str, image: Image
                 row, results[height, width, work] = measure_row(perception, rgb, work, plan)
                 rows.append({"precision": precision, "height": height, "width": width, **row})
                 progress.update()
+        several = measure_cameras(perception, image, plan, progress) if cameras else None
+    if several is not None:
+        several = {"precision": precision, "batching_pays": batching_pays(loaded), **several}
     del perception, loaded
     release(plan.device)
-    return rows, results
+    return rows, results, several
+
+
+def camera_frames(image: Image.Image, count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """One frame of `size` (height, width) per camera: the image, mirrored for every second
+    camera and shifted (wrapped) by a quarter of its width for the third and fourth, so that no
+    two of the first four cameras see the same picture."""
+    rgb = resized(image, *size)
+    frames = []
+    for k in range(count):
+        frame = rgb[:, ::-1] if k % 2 else rgb
+        frame = np.roll(frame, (k // 2) * size[1] // 4, axis=1)
+        frames.append(np.ascontiguousarray(frame))
+    return frames
+
+
+def timed_round(device: torch.device, work) -> tuple[float, list[Perceived]]:
+    """`work()`'s wall seconds, device work included, and its results."""
+    synchronize(device)
+    start = time.perf_counter()
+    results = work()
+    synchronize(device)
+    return time.perf_counter() - start, results
+
+
+def camera_schedule(counts: tuple[int, ...], repeat: int) -> list[tuple[int, str]]:
+    """One repeat's rounds: for each number of cameras, batched then one at a time; reversed on
+    odd repeats, so that a drift in the machine's speed hits both ways alike."""
+    rounds = [(n, way) for n in counts for way in ("batched", "one_at_a_time")]
+    return rounds if repeat % 2 == 0 else rounds[::-1]
+
+
+def measure_cameras(perception: Perception, image: Image.Image, plan: Plan, progress: tqdm) -> dict:
+    """Per number of cameras N: a round of N frames (`camera_frames`) through `run_batch` and
+    through `run` one at a time, interleaved by `camera_schedule`, `plan.warmup` rounds of each
+    first; frames/s summed over the cameras = N / the median round, the batched rounds' peak GPU
+    memory, and each batched frame against its own run (the last repeat's)."""
+    device, method = plan.device, WORKS[CAMERAS_WORK]
+    frames = camera_frames(image, max(plan.cameras), plan.camera_size)
+    ways = {"batched": lambda n: perception.run_batch(frames[:n], method),
+            "one_at_a_time": lambda n: [perception.run(rgb, method) for rgb in frames[:n]]}
+    seconds = {(n, way): [] for n in plan.cameras for way in ways}
+    peaks, last = dict.fromkeys(plan.cameras), {}
+    for repeat in range(plan.warmup + plan.repeats):
+        for n, way in camera_schedule(plan.cameras, repeat):
+            progress.set_postfix_str(f"{n} camera(s) {way.replace('_', ' ')}"
+                                     + (" (warm-up)" if repeat < plan.warmup else ""))
+            reset_peak(device)
+            wall, last[n, way] = timed_round(device, lambda: ways[way](n))
+            if repeat >= plan.warmup:
+                seconds[n, way].append(wall)
+                if way == "batched" and device.type == "cuda":
+                    peaks[n] = max(peaks[n] or 0.0, peak_gpu_mb(device))
+        progress.update()
+    rows = []
+    for n in plan.cameras:
+        fps = {way: n / statistics.median(seconds[n, way]) for way in ways}
+        checks = [deviation(one, together) for one, together in
+                  zip(last[n, "one_at_a_time"], last[n, "batched"])]
+        rows.append({"cameras": n, "batched_fps": fps["batched"], "one_at_a_time_fps": fps["one_at_a_time"],
+                     "ratio": fps["batched"] / fps["one_at_a_time"], "peak_gpu_mb": peaks[n],
+                     "max_abs_score_diff": max(c["max_abs_score_diff"] for c in checks),
+                     "same_tags": all(c["same_tags"] for c in checks), "runs": len(seconds[n, "batched"])})
+    return {"height": plan.camera_size[0], "width": plan.camera_size[1], "work": CAMERAS_WORK,
+            "rows": rows}
 
 
 def release(device: torch.device) -> None:
@@ -174,25 +257,34 @@ def release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def core_part(plan: Plan, weights: str, cache_dir: str) -> tuple[list[dict], list[dict]]:
-    """All rows (measured or skipped) and the deviations from fp32."""
+def core_part(plan: Plan, weights: str, cache_dir: str) -> tuple[list[dict], list[dict], dict | None]:
+    """All rows (measured or skipped), the deviations from fp32, and the cameras part (None
+    when it was not measured)."""
     image = Image.open(plan.image).convert("RGB")
     usable = {p: precision_refusal(p, plan.device) for p in plan.precisions}
     for p, reason in usable.items():
         if reason:
             print(f"skipping {p} on {plan.device}: {reason}")
-    rows, results = [], {}
-    progress = tqdm(total=sum(not r for r in usable.values()) * len(plan.sizes) * len(WORKS),
-                    desc="core", unit="row")
+    runnable = [p for p, reason in usable.items() if not reason]
+    cameras = cameras_precision(runnable) if plan.cameras else None
+    rows, results, several = [], {}, None
+    progress = tqdm(total=len(runnable) * len(plan.sizes) * len(WORKS)
+                    + (plan.warmup + plan.repeats if cameras else 0), desc="core", unit="row")
     for precision, reason in usable.items():
         if reason:
             rows += skipped_rows(precision, reason, plan)
             continue
-        measured, results[precision] = measure_precision(precision, weights, cache_dir, image,
-                                                         plan, progress)
+        measured, results[precision], found = measure_precision(
+            precision, weights, cache_dir, image, plan, progress, cameras=precision == cameras)
         rows += measured
+        several = found or several
     progress.close()
-    return rows, deviations(results)
+    return rows, deviations(results), several
+
+
+def cameras_precision(runnable: list[str]) -> str | None:
+    """The cameras part's precision: the goal's where it runs, else the first that runs."""
+    return GOAL_PRECISION if GOAL_PRECISION in runnable else runnable[0] if runnable else None
 
 
 def deviations(results: dict[str, dict]) -> list[dict]:
@@ -351,6 +443,30 @@ def node_markdown(rows: list[dict], note: str | None) -> list[str]:
     return lines
 
 
+def cameras_markdown(results: dict) -> list[str]:
+    """Frames/s summed over 1–4 cameras, batched and one at a time, or why not measured."""
+    c = results.get("cameras")
+    if not c:
+        return [f"{results.get('cameras_note') or 'cameras not measured'}."]
+    cuda = results["device"]["type"] == "cuda"
+    runs = c["rows"][0]["runs"]
+    lines = [f"Several cameras, one model ({c['precision']}, {c['width']}×{c['height']} frames, "
+             f"{WORK_TITLES[c['work']]}): each round is one frame per camera (the image mirrored and "
+             "shifted per camera), through `Perception.run_batch` together (batched) and through "
+             "`run` one at a time, the two interleaved; frames/s summed over the cameras = cameras "
+             f"/ the median of {runs} round(s) after {results['warmup']} warm-up round(s); "
+             f"`batching_pays` (the node's batching:=auto) says {c['batching_pays']} here:", "",
+             "| cameras | batched frames/s | one at a time frames/s | batched / one at a time (frames/s) | "
+             "max \\|Δ score\\| | same tags |" + (" peak GPU MB (batched) |" if cuda else ""),
+             "|---|---|---|---|---|---|" + ("---|" if cuda else "")]
+    for r in c["rows"]:
+        peak = f" {r['peak_gpu_mb']:.0f} |" if r.get("peak_gpu_mb") is not None else ""
+        lines.append(f"| {r['cameras']} | **{fmt_fps(r['batched_fps'])}** | "
+                     f"{fmt_fps(r['one_at_a_time_fps'])} | {r['ratio']:.2f} | "
+                     f"{r['max_abs_score_diff']:.1e} | {'yes' if r['same_tags'] else 'no'} |" + peak)
+    return lines
+
+
 def goals_markdown(results: dict) -> list[str]:
     """The goals, with verdicts on cuda; elsewhere they say they were not checked."""
     device = results["device"]["type"]
@@ -370,6 +486,7 @@ def markdown(results: dict) -> str:
              "each stage boundary), total = `Perception.run` (overlay excluded: the node draws it "
              "only when `/overlay` is watched), frames/s = 1000 / total:", ""]
     lines += rows_markdown(results) + [""] + deviation_markdown(results["deviation"])
+    lines += [""] + cameras_markdown(results)
     lines += [""] + node_markdown(results["node"], results.get("node_note")) + [""] + goals_markdown(results)
     return "\n".join(lines) + "\n"
 
@@ -386,7 +503,8 @@ def build_plan(args: argparse.Namespace, device: torch.device) -> Plan:
                 seconds if args.node_seconds is None else args.node_seconds, node_warm_up,
                 [] if node_note else parse_precisions(node_precisions),
                 [m.strip() for m in args.node_methods.split(",") if m.strip()],
-                os.path.abspath(args.image), args.quick, node_note)
+                os.path.abspath(args.image), args.quick, () if args.no_cameras else CAMERAS,
+                parse_sizes(args.camera_size)[0], node_note)
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -423,14 +541,17 @@ def run(args: argparse.Namespace, plan: Plan) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as folder:
         weights, about = weights_for(args, folder)
         cache_dir = args.cache_dir or os.path.join(folder, "text")
-        rows, deviation_rows = core_part(plan, weights, cache_dir)
+        rows, deviation_rows, cameras = core_part(plan, weights, cache_dir)
         node = node_part(plan, weights, cache_dir)
     results = {"benchmark": "gpu", "quick": plan.quick, "date": time.strftime("%Y-%m-%d"),
                "device": {"type": device.type, "name": device_name(device), "index": device.index},
                "software": software(), "weights": about,
                "image": os.path.relpath(plan.image, REPO), "precisions": plan.precisions,
                "warmup": plan.warmup, "repeats": plan.repeats, "rows": rows,
-               "deviation": deviation_rows, "node": node, "node_note": plan.node_note}
+               "deviation": deviation_rows, "cameras": cameras,
+               "cameras_note": None if cameras else "cameras not measured: --no-cameras"
+               if not plan.cameras else "cameras not measured: no precision runs on this device",
+               "node": node, "node_note": plan.node_note}
     results["goals"] = goals(results)
     results["wall_s"] = time.perf_counter() - start
     return results
@@ -460,6 +581,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the node's segmentation: clipes, dmar, none; comma-separated "
                              "(default %(default)s, the node's default)")
     parser.add_argument("--no-node", action="store_true", help="skip the node part")
+    parser.add_argument("--camera-size", default="640x480",
+                        help="the cameras part's frames, WxH (default %(default)s)")
+    parser.add_argument("--no-cameras", action="store_true",
+                        help="skip the cameras part (1-4 cameras, batched and one at a time)")
     parser.add_argument("--weights", help="checkpoint file instead of random ViT-B/16 weights")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--cache-dir", help="text-feature cache folder (default: a temporary one)")

@@ -10,7 +10,8 @@ cannot eat the others' time:
 1. `tagclip doctor --json`                         → doctor.log
 2. `pytest test/core/test_cuda.py` (and test/node/test_cuda_node.py where rclpy imports), with
    TAGCLIP_REQUIRE_CUDA=1 so that nothing is skipped for want of a GPU → tests.log, tests.xml
-3. `bench/bench_gpu.py` (the node part only where rclpy imports)   → bench_gpu.log, bench_gpu.json
+3. `bench/bench_gpu.py` (per-stage rows, frames/s summed over 1-4 cameras batched and one at a
+   time, and the node part only where rclpy imports)             → bench_gpu.log, bench_gpu.json
 4. `bench/bench_precision.py --device cuda`       → precision.log, precision.json
 
 OUTDIR ends with those 7 files and summary.md. Exit status: 0 when every step ran and every goal
@@ -46,9 +47,10 @@ FP32_TEST = "test_fp32_on_cuda_reproduces_the_official_scores"
 LIMITS_S = {False: {"doctor": 45, "tests": 120, "bench_gpu": 150, "precision": 60},
             True: {"doctor": 20, "tests": 40, "bench_gpu": 40, "precision": 20}}
 CPU_LIMIT_S = 600  # the CPU proof: a 2-core build machine, busy
-# The CPU proof's benchmark: the tiny fixture checkpoint, one small frame, one run per row.
-CPU_BENCH_ARGS = ["--weights", WEIGHTS, "--sizes", "320x240", "--precisions", "fp32,bf16",
-                  "--warmup", "0", "--repeats", "1"]
+# The CPU proof's benchmark: the tiny fixture checkpoint, one small frame (the cameras' too),
+# one run per row.
+CPU_BENCH_ARGS = ["--weights", WEIGHTS, "--sizes", "320x240", "--camera-size", "320x240",
+                  "--precisions", "fp32,bf16", "--warmup", "0", "--repeats", "1"]
 CPU_PRECISION_ARGS = ["--vocabularies", "voc", "--images", "2"]
 
 
@@ -254,9 +256,11 @@ def machine_lines(doctor: dict | None, bench: dict | None, device: str) -> list[
              f"{doctor['open_clip_version']}, Python {doctor['python']} ({doctor['machine']})"]
     if doctor["problems"]:
         lines.append("- doctor's problems: " + " ".join(doctor["problems"]))
-    peaks = [r["peak_gpu_mb"] for r in (bench or {}).get("rows", []) if r.get("peak_gpu_mb") is not None]
+    rows = (bench or {}).get("rows", []) + ((bench or {}).get("cameras") or {}).get("rows", [])
+    peaks = [r["peak_gpu_mb"] for r in rows if r.get("peak_gpu_mb") is not None]
     if peaks:
-        lines.append(f"- peak GPU memory of the benchmark's rows: {max(peaks):.0f} MB (per row below)")
+        lines.append(f"- peak GPU memory of the benchmark: {max(peaks):.0f} MB (per row and per "
+                     "number of cameras below)")
     return lines
 
 

@@ -17,14 +17,16 @@ CUDA-enabled torch is to be used (it is never replaced). It:
   2. the CUDA tests, pytest test/core/test_cuda.py (and test/node/test_cuda_node.py where rclpy
      imports), none skipped for want of a GPU (TAGCLIP_REQUIRE_CUDA=1) -> tests.log, tests.xml
   3. bench/bench_gpu.py: per-stage ms and frames/s at 640x480 and 1280x720 in fp32/fp16/bf16,
-     peak GPU memory, deviation from fp32; its node part only where rclpy imports, else the
-     report says "node not measured: no ROS 2 here"          -> bench_gpu.log, bench_gpu.json
+     peak GPU memory, deviation from fp32; frames/s summed over 1, 2, 3 and 4 cameras at
+     640x480 in fp16, batched and one at a time; its node part only where rclpy imports, else
+     the report says "node not measured: no ROS 2 here"      -> bench_gpu.log, bench_gpu.json
   4. bench/bench_precision.py --device cuda: fp16/bf16 against fp32 on the reference fixtures
                                                              -> precision.log, precision.json
   and writes OUTDIR/summary.md: GPU, driver, torch/CUDA, the goals with PASS/FAIL (tags <= 10 ms
   and tags + CLIP-ES masks <= 25 ms per 640x480 frame in fp16, the node >= 29 Hz under a 30 Hz
   camera, fp32 scores equal to the official references to 1e-4, every CUDA test passing), each
-  step's status and time, every test's outcome, and the benchmarks' tables. 8 files in all.
+  step's status and time, every test's outcome, and the benchmarks' tables (the cameras table
+  among them). 8 files in all.
 
 Each step has a time limit; the whole check takes under 6 minutes on a data-center GPU
 (--quick: fewer repeats, under 2). Progress is printed as it goes.

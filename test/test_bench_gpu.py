@@ -1,6 +1,7 @@
 """The GPU benchmark's command works end to end on the CPU with the tiny fixture checkpoint:
-every row, stage and precision (fp16 refused with its reason), the deviation table and the node
-under a camera. Figures are checked for presence and sign only; speed is the benchmark's job."""
+every row, stage and precision (fp16 refused with its reason), the deviation table, 1-4 cameras
+batched and one at a time, and the node under a camera. Figures are checked for presence and
+sign only; speed is the benchmark's job."""
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ def run_bench(tmp_path) -> dict:
     done = subprocess.run(
         [sys.executable, os.path.join(REPO, "bench", "bench_gpu.py"), "--device", "cpu", "--quick",
          "--weights", WEIGHTS, "--sizes", "640x480,320x240", "--warmup", "1", "--repeats", "2",
-         "--node-seconds", "4", "--out", str(out)],
+         "--camera-size", "320x240", "--node-seconds", "4", "--out", str(out)],
         capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert str(out) in done.stdout  # it says where it wrote
@@ -51,6 +52,13 @@ def test_cpu_run_reports_every_row_stage_precision_and_the_node(tmp_path):
     measured = {r["precision"] for r in result["rows"] if "skipped" not in r}
     deviations = {(d["precision"], d["height"], d["width"], d["work"]) for d in result["deviation"]}
     assert deviations == {(p, h, w, k) for p in measured - {"fp32"} for h, w in SIZES for k in WORKS}
+    cameras = result["cameras"]
+    assert (cameras["precision"], cameras["height"], cameras["width"]) == ("fp32", 240, 320)
+    assert cameras["work"] == "clipes"
+    assert [r["cameras"] for r in cameras["rows"]] == [1, 2, 3, 4] and cameras["batching_pays"] is False
+    for row in cameras["rows"]:
+        assert row["batched_fps"] > 0 and row["one_at_a_time_fps"] > 0 and row["runs"] == 2, row
+        assert row["same_tags"] and row["max_abs_score_diff"] < 1e-4 and row["peak_gpu_mb"] is None, row
     node = result["node"]
     assert [(n["precision"], n["method"], n["device"]) for n in node] == [("fp32", "clipes", "cpu")]
     assert node[0]["sent"] == 120 and 0 < node[0]["answered"] <= node[0]["sent"]
@@ -59,6 +67,7 @@ def test_cpu_run_reports_every_row_stage_precision_and_the_node(tmp_path):
     assert [g["passed"] for g in result["goals"]] == [None] * 3  # goals are for cuda fp16
     table = (tmp_path / "gpu.md").read_text()
     assert "skipped: precision fp16 needs a CUDA device" in table and "30 Hz × 4 s" in table
+    assert "Several cameras, one model (fp32, 320×240 frames, tags + CLIP-ES masks)" in table
 
 
 def test_random_vit_b16_weights_file_loads_back_as_the_same_network(tmp_path):
@@ -88,7 +97,9 @@ def test_a_failed_goal_makes_the_benchmark_exit_1(tmp_path, monkeypatch):
     out = tmp_path / "gpu.json"
     code = bench_gpu.main(["--device", "cpu", "--weights", WEIGHTS, "--sizes", "640x480",
                            "--precisions", "fp32", "--warmup", "0", "--repeats", "1", "--no-node",
-                           "--out", str(out)])
-    goals = json.loads(out.read_text())["goals"]
+                           "--no-cameras", "--out", str(out)])
+    results = json.loads(out.read_text())
+    goals = results["goals"]
+    assert results["cameras"] is None and results["cameras_note"] == "cameras not measured: --no-cameras"
     assert code == 1 and goals[0]["passed"] is False and goals[0]["value"] > 10
     assert "**FAIL**" in (tmp_path / "gpu.md").read_text()

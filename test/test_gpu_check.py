@@ -136,6 +136,10 @@ def test_quick_cpu_run_leaves_logs_results_and_summary(bare, tmp_path, text_cach
         assert heading in summary
     assert "node not measured: no ROS 2 here" in summary
     assert re.search(r"\| fp32 \| 320×240 \| tags \|", summary)  # the per-stage table
+    assert "Several cameras, one model (fp32, 320×240 frames" in summary  # the cameras table
+    for cameras in range(1, 5):  # frames/s batched, one at a time, their ratio, Δ score, same tags
+        assert re.search(rf"\| {cameras} \| \*\*[\d.]+\*\* \| [\d.]+ \| [\d.]+ \| [\d.e+-]+ \| yes \|",
+                         summary)
     assert "| bf16 | voc |" in summary  # the precision table
     assert summary.count("| ok |") == 4  # every step ran
     assert "test_fp32_on_cuda_reproduces_the_official_scores[voc] | skipped" in summary
