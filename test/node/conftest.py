@@ -10,6 +10,8 @@ import pytest
 import rclpy
 from vision_msgs.msg import LabelInfo
 
+from tagclip_ros.core import load_vocabulary
+from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.node.harness import LATCHED, Client, TaggerProcess, wait_until
 
 STARTUP_S = 240
@@ -31,14 +33,25 @@ def ros():
     rclpy.shutdown()
 
 
-def started_tagger(ros: Client, namespace: str, log: str, params: dict) -> TaggerProcess:
-    """A tagger process in `namespace`, once it is active (its latched label_info arrived);
-    fails the test with the node's log if it exits instead."""
+def started_tagger(ros: Client, namespace: str, log: str, params: dict,
+                   cameras: tuple[str, ...] = ()) -> TaggerProcess:
+    """A tagger process in `namespace` (serving `cameras`, if any), once it is active (its
+    latched label_info arrived, each camera's); fails the test with the node's log if it exits
+    instead."""
+    if cameras:
+        params = {**params, "cameras": f"[{', '.join(cameras)}]"}
     process = TaggerProcess(namespace, log, params)
-    info = ros.collect(LabelInfo, f"{namespace}/label_info", LATCHED)
-    wait_until(lambda: info or process.process.poll() is not None, STARTUP_S, "tagger start")
+    infos = [ros.collect(LabelInfo, f"{namespace}/{camera}/label_info".replace("//", "/"), LATCHED)
+             for camera in cameras or ("",)]
+    wait_until(lambda: all(infos) or process.process.poll() is not None, STARTUP_S, "tagger start")
     assert process.process.poll() is None, process.log()
     return process
+
+
+@pytest.fixture(scope="module")
+def voc_perception(loaded, text_cache) -> Perception:
+    """The core over the VOC vocabulary: what a tagger node with default settings computes."""
+    return Perception(loaded, load_vocabulary("voc"), text_cache=text_cache)
 
 
 def answer_for(messages: list, stamp, timeout: float = ANSWER_S,

@@ -17,16 +17,14 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
-from vision_msgs.msg import LabelInfo
 
-from tagclip_ros.core import load_vocabulary, read_image
-from tagclip_ros.core.pipeline import Perception
+from tagclip_ros.core import read_image
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
-from tagclip_ros.node.harness import LATCHED, TaggerProcess, wait_until
+from tagclip_ros.node.harness import wait_until
 
 from ..conftest import IMAGES, WEIGHTS
-from .conftest import STARTUP_S, answer_for
+from .conftest import answer_for, started_tagger
 from .test_tagger_node import set_parameter
 
 NS = "/multi"
@@ -40,21 +38,12 @@ def cameras_tagger(ros, tmp_path_factory, text_cache_dir):
     """A three-camera tagger (reliable image QoS: frames lost in transport would blur what
     the scheduler does)."""
     log = str(tmp_path_factory.mktemp("logs") / "multi.log")
-    process = TaggerProcess(NS, log, {
+    process = started_tagger(ros, NS, log, {
         "model.weights": WEIGHTS, "device": "cpu", "text_cache_dir": text_cache_dir,
-        "cameras": f"[{', '.join(CAMERAS)}]", "image_qos": "reliable", "diagnostics_period": 0.5})
-    infos = {c: ros.collect(LabelInfo, f"{NS}/{c}/label_info", LATCHED) for c in CAMERAS}
-    wait_until(lambda: all(infos.values()) or process.process.poll() is not None, STARTUP_S,
-               "three-camera tagger start")
-    assert process.process.poll() is None, process.log()
+        "image_qos": "reliable", "diagnostics_period": 0.5}, CAMERAS)
     yield process
     assert process.stop() == 0, process.log()
     assert "Traceback" not in process.log()
-
-
-@pytest.fixture(scope="module")
-def perception(loaded, text_cache):
-    return Perception(loaded, load_vocabulary("voc"), text_cache=text_cache)
 
 
 class Rig:
@@ -117,7 +106,7 @@ def batched_frames(rig: Rig) -> int:
 
 @pytest.mark.parametrize("batching", ["off", "on"])
 def test_each_camera_is_answered_on_its_own_topics_with_its_header_and_the_core_scores(
-        ros, rig, perception, batching):
+        ros, rig, voc_perception, batching):
     """Sent together, the three frames are worked on in turn (batching off) or, front's and
     left's (of equal size, waiting while right's larger frame is tagged), through the model
     together (on): either way each camera's answer equals the core's for its own frame (1e-4),
@@ -133,7 +122,7 @@ def test_each_camera_is_answered_on_its_own_topics_with_its_header_and_the_core_
         msg = rgb_to_image(rgb, Header())
         answer = answer_for(rig.tags[camera], sent[camera],
                             resend=lambda c=camera, m=msg: rig.send(c, m, sec, nanosec[c]))
-        expected = perception.run(rgb, "clipes").tags
+        expected = voc_perception.run(rgb, "clipes").tags
         assert answer.header.frame_id == f"{camera}_optical"
         assert [t.label for t in answer.tags] == [t.label for t in expected.tags], camera
         np.testing.assert_allclose(answer.scores, expected.scores, rtol=0, atol=1e-4)

@@ -15,9 +15,8 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from tagclip_ros.core import load_vocabulary, read_image
+from tagclip_ros.core import read_image
 from tagclip_ros.core.frames import open_source, stream
-from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.core.temporal import StableTags, TemporalSettings
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
@@ -47,11 +46,6 @@ def stable_tagger(ros, tmp_path_factory, text_cache_dir):
     yield process
     assert process.stop() == 0, process.log()
     assert "Traceback" not in process.log()
-
-
-@pytest.fixture(scope="module")
-def perception(loaded, text_cache):
-    return Perception(loaded, load_vocabulary("voc"), text_cache=text_cache)
 
 
 def astronaut() -> np.ndarray:
@@ -93,7 +87,7 @@ def video_frames(path: str) -> list[np.ndarray]:
 
 
 def test_a_flickering_class_in_a_video_is_held_back_and_a_real_change_followed(
-        ros, stable_tagger, perception, tmp_path):
+        ros, stable_tagger, voc_perception, tmp_path):
     tags, masks = ros.collect(TagArray, f"{NS}/tags"), ros.collect(Image, f"{NS}/label_mask")
     video = flicker_video(str(tmp_path / "flicker.avi"))
     log = str(tmp_path / "source.log")
@@ -118,12 +112,12 @@ def test_a_flickering_class_in_a_video_is_held_back_and_a_real_change_followed(
     assert len(answers) == len(rgbs), read(log)
 
     stable, raw = StableTags(SETTINGS), []
-    factor = perception.tagger.settings.tag_threshold
+    factor = voc_perception.tagger.settings.tag_threshold
     for stamp, rgb in zip(sorted(answers), rgbs):
         def select(result, stamp=stamp):
             raw.append(result)
             return stable.update(result, factor, stamp)
-        expected = perception.run(rgb, "dmar", select=select)
+        expected = voc_perception.run(rgb, "dmar", select=select)
         answer = answers[stamp]
         assert [(t.class_id, t.label) for t in answer.tags] == \
             [(t.class_id, t.label) for t in expected.tags.tags], stamp
@@ -146,12 +140,12 @@ def send_and_answer(ros, camera: Camera, frame: Image, tags: list, sec: int) -> 
     return answer_for(tags, camera.send(frame, sec), resend=lambda: camera.send(frame, sec))
 
 
-def test_a_change_of_temporal_settings_starts_the_stream_over(ros, stable_tagger, perception):
+def test_a_change_of_temporal_settings_starts_the_stream_over(ros, stable_tagger, voc_perception):
     """Tags are empty for a stream's first frames; a change of any temporal.* starts over."""
     tags, masks = ros.collect(TagArray, f"{NS}/tags"), ros.collect(Image, f"{NS}/label_mask")
     rgb = astronaut()
     camera, frame = Camera(ros, f"{NS}/camera"), rgb_to_image(rgb, Header())
-    raw = perception.run(rgb, None).tags
+    raw = voc_perception.run(rgb, None).tags
     sec = int(time.time()) + 600  # after every stamp so far: only the change may start over
     try:
         assert set_parameter(ros, NS, "temporal.min_frames", 2).successful
