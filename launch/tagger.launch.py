@@ -11,12 +11,13 @@ The node comes up active (autostart) and publishes tags, classification, label_m
 and overlay in its namespace (and, with depth_enabled:=true, detections_3d from `depth` and
 `camera_info`). With `cameras`, one node serves each camera under its name: `front/image` in,
 `front/tags`, ... out (the `image`, `depth` and `camera_info` arguments are then unused; remap
-each camera's topics in your own launch file, as the README shows). `rviz:=true` also starts rviz2 (it must be installed) with
-config/tagger.rviz, in the same namespace, so that the config's relative topics `overlay` and
-`label_mask` are the node's. The tests start the same command line: tagger_node --ros-args -r __ns:=/NS
---params-file FILE -p device:=D -p image_transport:=T -p model.weights:=W -r image:=TOPIC
--r image/compressed:=TOPIC/compressed (and -p depth.enabled:=true -r depth:=D -r camera_info:=C,
--p cameras:=[A, B])
+each camera's topics in your own launch file, as the README shows). `rviz:=true` also starts
+rviz2 (it must be installed) with config/tagger.rviz, in the same namespace, so that the
+config's relative topics `overlay` and `label_mask` are the node's (with `cameras`, set its
+displays to `front/overlay`, ...). The tests start the same command line: tagger_node --ros-args
+-r __ns:=/NS --params-file FILE -p device:=D -p image_transport:=T -p model.weights:=W
+-r image:=TOPIC -r image/compressed:=TOPIC/compressed (and -p depth.enabled:=true -r depth:=D
+-r camera_info:=C, -p cameras:=[A, B])
 """
 import os
 
