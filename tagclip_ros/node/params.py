@@ -99,8 +99,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "score falls below this times the tag threshold", value_range=(0.0, 1.0)),
     ParamSpec("temporal.reset_after", TemporalSettings.reset_after, "seconds between frame "
               "stamps after which stable tags start over", value_range=(0.0, 86400.0)),
-    ParamSpec("max_rate", 0.0, "most frames per second processed (on average); faster ones are "
-              "dropped before any work; 0: no limit", value_range=(0.0, 1000.0)),
+    ParamSpec("max_rate", 0.0, "most frames per second processed (on average; per camera); faster "
+              "ones are dropped before any work; 0: no limit", value_range=(0.0, 1000.0)),
     ParamSpec("segmentation.enabled", True, "publish label_mask (and a tinted overlay)"),
     ParamSpec("segmentation.method", "clipes", "clipes: CLIP-ES Grad-CAM masks (the paper's); "
               "dmar: gradient-free masks from TagCLIP's refined map (faster, coarser)",
