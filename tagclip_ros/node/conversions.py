@@ -62,16 +62,11 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     planar = msg.encoding in PLANAR_420
     if planar and msg.height % 2:
         raise FrameError(f"{msg.encoding} needs an even height, not {msg.height}")
-    row_bytes = msg.width * channels * np.dtype(typestr).itemsize
-    rows_in_data = msg.height * 3 // 2 if planar else msg.height
-    if msg.step < row_bytes:
-        raise FrameError(f"step {msg.step} is smaller than a {msg.width}-pixel {msg.encoding} "
-                         f"row ({row_bytes} bytes)")
-    if len(msg.data) < msg.step * rows_in_data:
-        raise FrameError(f"data holds {len(msg.data)} bytes but {msg.encoding} needs step × "
-                         f"{rows_in_data} rows = {msg.step * rows_in_data}")
-    rows = np.frombuffer(msg.data, np.uint8, count=msg.step * rows_in_data)
-    pixels = np.ascontiguousarray(rows.reshape(rows_in_data, msg.step)[:, :row_bytes])
+    try:
+        pixels = pixel_rows(msg, msg.width * channels * np.dtype(typestr).itemsize,
+                            msg.height * 3 // 2 if planar else msg.height)
+    except ValueError as exc:
+        raise FrameError(str(exc)) from None
     try:
         if planar:
             return to_rgb(cv2.cvtColor(pixels, PLANAR_420[msg.encoding]))
@@ -82,6 +77,20 @@ def image_to_rgb(msg: Image) -> np.ndarray:
         raise FrameError(f"cannot convert {msg.encoding} to rgb8 ({exc})") from None
     except cv2.error as exc:
         raise FrameError(f"cannot convert {msg.encoding} to rgb8 ({opencv_reason(exc)})") from None
+
+
+def pixel_rows(msg: Image, row_bytes: int, rows: int) -> np.ndarray:
+    """The message's first `rows` rows, each cut to its `row_bytes` bytes of pixels (the step's
+    padding dropped), as uint8 (rows, row_bytes); ValueError with a sentence when its step or
+    its data are too short for them (colour frames and depth images alike)."""
+    if msg.step < row_bytes:
+        raise ValueError(f"step {msg.step} is smaller than a {msg.width}-pixel {msg.encoding} "
+                         f"row ({row_bytes} bytes)")
+    if len(msg.data) < msg.step * rows:
+        raise ValueError(f"data holds {len(msg.data)} bytes but {msg.encoding} needs step × "
+                         f"{rows} rows = {msg.step * rows}")
+    data = np.frombuffer(msg.data, np.uint8, count=msg.step * rows)
+    return np.ascontiguousarray(data.reshape(rows, msg.step)[:, :row_bytes])
 
 
 def opencv_reason(exc: cv2.error) -> str:

@@ -23,6 +23,7 @@ from ..core.depth import Box3D, DepthError, Intrinsics, region_boxes
 from ..core.detections import Region
 from ..core.image import ImageError, check_size
 from ..core.stamps import NoMatch, StampPairer, Wait, stamp_ns
+from .conversions import pixel_rows
 
 NUMBER = re.compile(r"\d+(\.\d+)?")
 # depth encodings → element type: millimetres as unsigned 16-bit, metres as 32-bit float
@@ -41,12 +42,11 @@ def depth_to_array(msg: Image) -> np.ndarray:
     except ImageError as exc:
         raise DepthError(f"depth {exc}") from None
     dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
-    row_bytes = msg.width * dtype.itemsize
-    if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
-        raise DepthError(f"the {msg.width}x{msg.height} {msg.encoding} depth image has step "
-                         f"{msg.step} and {len(msg.data)} bytes, too few for its pixels")
-    rows = np.frombuffer(msg.data, np.uint8, count=msg.step * msg.height).reshape(msg.height, msg.step)
-    return rows[:, :row_bytes].copy().view(dtype).reshape(msg.height, msg.width).astype(kind)
+    try:
+        rows = pixel_rows(msg, msg.width * dtype.itemsize, msg.height)
+    except ValueError as exc:
+        raise DepthError(f"the {msg.width}x{msg.height} depth image's {exc}") from None
+    return rows.view(dtype).reshape(msg.height, msg.width).astype(kind)
 
 
 def intrinsics(info: CameraInfo, image_size: tuple[int, int]) -> Intrinsics:

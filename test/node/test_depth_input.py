@@ -34,7 +34,8 @@ def test_depth_pixels_come_back_as_sent_whatever_the_row_padding_and_byte_order(
 @pytest.mark.parametrize("msg, words", [
     (depth_image(np.zeros((4, 4), np.uint8), "mono8"), "depth encoding 'mono8' is none of 16UC1"),
     (depth_image(np.zeros((4, 4), np.float64), "64FC1"), "depth encoding '64FC1'"),
-    (Image(height=4, width=4, encoding="16UC1", step=8, data=bytes(31)), "too few for its pixels"),
+    (Image(height=4, width=4, encoding="16UC1", step=8, data=bytes(31)),
+     "the 4x4 depth image's data holds 31 bytes but 16UC1 needs step × 4 rows = 32"),
     (Image(height=4, width=4, encoding="16UC1", step=6, data=bytes(32)), "step 6"),
     (Image(height=0, width=4, encoding="32FC1", step=16), "depth image is empty"),
 ], ids=["mono8", "64-bit", "short data", "short step", "empty"])
