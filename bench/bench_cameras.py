@@ -132,10 +132,24 @@ def started(client: Client, params: dict, count: int, namespace: str) -> Iterato
         tagger.stop()
 
 
-def one_node(client: Client, params: dict, count: int, msg, seconds: float, rate: float) -> dict:
+@contextmanager
+def client_session() -> Iterator[Client]:
+    """rclpy and a client node, fresh for one measurement (a DDS participant that streamed
+    camera frames to a node that then exited can stop delivering messages: each measurement
+    gets its own)."""
+    rclpy.init()
+    client = Client()
+    try:
+        yield client
+    finally:
+        client.close()
+        rclpy.shutdown()
+
+
+def one_node(params: dict, count: int, msg, seconds: float, rate: float) -> dict:
     """One node with `count` cameras under the feed: frames/s summed, per camera, peak RSS."""
     namespace = f"{NAMESPACE}{count}"
-    with started(client, params, count, namespace) as tagger:
+    with client_session() as client, started(client, params, count, namespace) as tagger:
         feed = Feed(client, namespace, camera_names(count), msg)
         feed.warm_up()
         answered = feed.stream(seconds, rate)
@@ -145,9 +159,9 @@ def one_node(client: Client, params: dict, count: int, msg, seconds: float, rate
             "fps_per_camera": {c: n / seconds for c, n in answered.items()}, "peak_rss_mb": rss}
 
 
-def separate_nodes(client: Client, params: dict, count: int, msg, seconds: float, rate: float) -> dict:
+def separate_nodes(params: dict, count: int, msg, seconds: float, rate: float) -> dict:
     """`count` one-camera nodes at once under the feed: their peak RSS summed, frames/s."""
-    with started_many(client, params, count) as taggers:
+    with client_session() as client, started_many(client, params, count) as taggers:
         feeds = [Feed(client, f"{NAMESPACE}_sep{i}", camera_names(1), msg) for i in range(count)]
         for feed in feeds:
             feed.warm_up()
@@ -234,16 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     from std_msgs.msg import Header
-    rclpy.init()
-    client = Client()
-    try:
-        msg = rgb_to_image(sample_frame(args.size), Header())
-        rows = [one_node(client, params, n, msg, seconds, args.rate) for n in counts]
-        separate = (separate_nodes(client, params, args.separate, msg, seconds, args.rate)
-                    if args.separate else None)
-    finally:
-        client.close()
-        rclpy.shutdown()
+    msg = rgb_to_image(sample_frame(args.size), Header())
+    rows = [one_node(params, n, msg, seconds, args.rate) for n in counts]
+    separate = separate_nodes(params, args.separate, msg, seconds, args.rate) if args.separate else None
     results = {"device": args.device, "size": f"{args.size[0]}x{args.size[1]}", "rate_hz": args.rate,
                "method": args.method, "batching": args.batching,
                "weights": "random ViT-B/16" if not args.weights else os.path.basename(args.weights),
