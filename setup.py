@@ -9,7 +9,8 @@ Two builds share this repository:
 
 One source for each fact: name, version, description, license and maintainer are read from
 package.xml; the dependencies are the pins of requirements/core.txt (what scripts/bootstrap.sh
-installs). pyproject.toml holds only the build system and tool settings.
+installs), and the extra `ray` (`--ray` of the dataset verbs) those of requirements/ray.txt.
+pyproject.toml holds only the build system and tool settings.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The files this script reads its metadata from (relative to HERE), besides README.md.
 PACKAGE_XML = "package.xml"
 REQUIREMENTS = os.path.join("requirements", "core.txt")
+# Optional dependencies: extra name → its requirements file (`pip install .[ray]`).
+EXTRAS = {"ray": os.path.join("requirements", "ray.txt")}
 
 
 def read_package_xml(path: str) -> dict[str, str]:
@@ -70,7 +73,7 @@ class SdistWithMetadataSources(sdist):
     from it (`python -m build`); setuptools would leave them out."""
 
     def make_release_tree(self, base_dir: str, files: list[str]) -> None:
-        super().make_release_tree(base_dir, [*files, PACKAGE_XML, REQUIREMENTS])
+        super().make_release_tree(base_dir, [*files, PACKAGE_XML, REQUIREMENTS, *EXTRAS.values()])
 
 
 PACKAGE = read_package_xml(os.path.join(HERE, PACKAGE_XML))
@@ -86,6 +89,7 @@ setup(
     maintainer_email=PACKAGE["maintainer_email"],
     python_requires=">=3.10",
     install_requires=read_requirements(os.path.join(HERE, REQUIREMENTS)),
+    extras_require={name: read_requirements(os.path.join(HERE, path)) for name, path in EXTRAS.items()},
     # Everything the code reads at run time is Python (vocabularies, prompts, parameter
     # defaults), so the wheel needs no package_data; test/test_packaging.py checks that every
     # file under tagclip_ros/ ends up in the wheel.

@@ -57,7 +57,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   torch_requirements
   echo "[bootstrap] installing pinned dependencies (first time: a few minutes)"
   "$VENV/bin/python" -m pip install "${PIP[@]}" "${torch_args[@]}" \
-    -r requirements/core.txt -r requirements/ros.txt -r requirements/test.txt
+    -r requirements/core.txt -r requirements/ros.txt -r requirements/test.txt \
+    -r requirements/ray.txt
   "$VENV/bin/python" -m pip install "${PIP[@]}" --no-deps \
     --config-settings editable_mode=compat -e .
   echo "$want" > "$stamp"

@@ -164,7 +164,7 @@ def test_torch_is_pinned_in_torch_txt_only():
     assert not {"torch", "torchvision"} & core.keys()
     assert torch_txt.keys() == {"torch", "torchvision"}
     assert all(re.fullmatch(r"[a-z]+==\d+(\.\d+)+", line) for line in torch_txt.values()), torch_txt
-    for name in ("ros.txt", "test.txt"):
+    for name in ("ros.txt", "test.txt", "ray.txt"):
         assert not {"torch", "torchvision"} & requirement_names(REQUIREMENTS / name).keys(), name
 
 

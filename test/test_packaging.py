@@ -112,9 +112,9 @@ def package_xml_version() -> str:
     return root.findtext("version").strip()
 
 
-def core_requirements() -> list[str]:
-    """The requirement lines of requirements/core.txt, read independently of setup.py."""
-    with open(os.path.join(REPO, "requirements", "core.txt"), encoding="utf-8") as f:
+def core_requirements(name: str = "core") -> list[str]:
+    """The requirement lines of requirements/NAME.txt, read independently of setup.py."""
+    with open(os.path.join(REPO, "requirements", f"{name}.txt"), encoding="utf-8") as f:
         return [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
 
 
@@ -127,8 +127,11 @@ def test_wheel_metadata_comes_from_package_xml_and_core_requirements(wheel):
         entry_points.read_string(archive.read(f"{info}/entry_points.txt").decode())
     assert metadata["Name"] == "tagclip_ros"
     assert metadata["Version"] == package_xml_version()
-    assert metadata.get_all("Requires-Dist") == core_requirements()
-    assert all("==" in requirement for requirement in core_requirements())
+    # the extra `ray` (`pip install .[ray]`, for --ray) holds requirements/ray.txt's pins
+    assert metadata.get_all("Provides-Extra") == ["ray"]
+    assert metadata.get_all("Requires-Dist") == [
+        *core_requirements(), *(f'{r}; extra == "ray"' for r in core_requirements("ray"))]
+    assert all("==" in requirement for requirement in [*core_requirements(), *core_requirements("ray")])
     assert dict(entry_points["console_scripts"]) == COMMANDS
 
 

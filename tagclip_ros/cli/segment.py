@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from ..core.dataset import SplitEntry
 from ..core.pipeline import SEGMENTATION_METHODS, profile_settings
 from ..core.dataset_profiles import DatasetProfile
 from ..core.segment import ClipEsSegmenter, Segmentation, SegmentationSettings, dmar_segment
+from . import ray_jobs
 from .common import (add_model_arguments, add_split_arguments, finish, load_model_from, profile_from,
                      read_each, report, report_skipped, tag_overrides)
 
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image the CRF compares: the official wrapped mean-subtracted "
                              "one (default, the paper's numbers) or plain RGB")
     add_model_arguments(parser)
+    ray_jobs.add_ray_arguments(parser)
 
 
 Segmenter = Callable[[np.ndarray, list[int]], Segmentation]
@@ -68,6 +71,24 @@ def segment_image(rgb: np.ndarray, ids: list[int], segmenter: Segmenter,
     return mask, result.cams
 
 
+def segment_images(args: argparse.Namespace, profile: DatasetProfile, todo: list[SplitEntry],
+                   failures: list[str]) -> Iterator[tuple[SplitEntry, np.ndarray, np.ndarray]]:
+    """(entry, label mask, CAMs) of each image of `todo` segmented in this process."""
+    segmenter, settings = build_segmenter(args, profile)
+    for entry, rgb in read_each(todo, lambda e: dataset.image_path(args.img_root, e.stem, args.ext),
+                                "segment", failures):
+        yield (entry, *segment_image(rgb, list(entry.labels), segmenter, args, settings))
+
+
+def segment_on_ray(args: argparse.Namespace, todo: list[SplitEntry], failures: list[str]
+                   ) -> Iterator[tuple[SplitEntry, np.ndarray, np.ndarray]]:
+    """What `segment_images` gives, from workers on a Ray cluster (--ray), as they finish."""
+    def call(entry: SplitEntry) -> tuple:
+        return os.path.abspath(dataset.image_path(args.img_root, entry.stem, args.ext)), list(entry.labels)
+    for entry, (mask, cams) in ray_jobs.run_each("segment", args, todo, call, failures):
+        yield entry, mask, cams
+
+
 def segment_inputs(args: argparse.Namespace, num_classes: int) -> list[SplitEntry]:
     """The tag file's entries; ValueError when no line has a tag (a plain split of stems
     would otherwise give all-background masks without complaint)."""
@@ -79,6 +100,7 @@ def segment_inputs(args: argparse.Namespace, num_classes: int) -> list[SplitEntr
 
 
 def run(args: argparse.Namespace) -> int:
+    ray_jobs.check_ray_arguments(args)
     profile = profile_from(args)
     dataset.check_mask_classes(len(profile.vocabulary.classes))
     if args.crf:
@@ -95,16 +117,16 @@ def run(args: argparse.Namespace) -> int:
     todo, skipped = dataset.split_done(entries, lambda e: dataset.outputs_complete(outputs(e)),
                                        args.overwrite)
     report_skipped(skipped, len(entries), args.out)
-    segmenter, settings = build_segmenter(args, profile) if todo else (None, None)
     failures: list[str] = []
-    for entry, rgb in read_each(todo, lambda e: dataset.image_path(args.img_root, e.stem, args.ext),
-                                "segment", failures):
-        if not entry.labels:
-            report(f"{entry.stem}: no tags on line {entry.line}; writing an all-background mask")
-        mask, cams = segment_image(rgb, list(entry.labels), segmenter, args, settings)
-        paths = outputs(entry)
-        if args.save_cams:
-            dataset.save_cams(paths[1], entry.labels, cams)
-        dataset.save_label_png(paths[0], mask)
+    if todo:
+        results = (segment_on_ray(args, todo, failures) if args.ray else
+                   segment_images(args, profile, todo, failures))
+        for entry, mask, cams in results:
+            if not entry.labels:
+                report(f"{entry.stem}: no tags on line {entry.line}; writing an all-background mask")
+            paths = outputs(entry)
+            if args.save_cams:
+                dataset.save_cams(paths[1], entry.labels, cams)
+            dataset.save_label_png(paths[0], mask)
     print(f"{args.out}: segmented {len(todo) - len(failures)} images, {skipped} already done")
     return finish(len(failures), len(entries))

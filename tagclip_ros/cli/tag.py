@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..core import TagClip, dataset, metrics
+from ..core import TagClip, TagResult, dataset, metrics
 from ..core.dataset import SplitEntry
 from ..core.dataset_profiles import DatasetProfile
+from . import ray_jobs
 from .common import (add_model_arguments, add_split_arguments, build_classifier, classify_each,
                      expand_images, finish, profile_from, report, report_skipped, tag_settings)
 
@@ -31,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mAP and F1/P/R against the split's label ids, with per-class tables "
                              "(cocostuff: 0-based 182-ids, mapped to its 171 classes)")
     add_model_arguments(parser)
+    ray_jobs.add_ray_arguments(parser)
 
 
 def tag_inputs(args: argparse.Namespace, num_ids: int) -> list[tuple[SplitEntry, str]]:
@@ -73,22 +76,45 @@ def tagged(stem: str, tags: dict, scores: dict) -> bool:
     return stem in tags and stem in scores
 
 
-def tag_images(classifier: TagClip, todo: list[tuple[SplitEntry, str]], out: str,
-               tags: dict, scores: dict) -> int:
-    """Tag each image, appending its line to the tag file (and its scores beside it) as soon
-    as it is done; fills `tags` and `scores`, returns how many images failed."""
-    failures: list[str] = []
+def tag_ids(result: TagResult) -> list[int]:
+    """The class ids of a tag line: the result's tags, ascending."""
+    return sorted(t.index for t in result.tags)
+
+
+def tag_images(classifier: TagClip, todo: list[tuple[SplitEntry, str]], failures: list[str]
+               ) -> Iterator[tuple[tuple[SplitEntry, str], list[int], Sequence[float]]]:
+    """(item, tag ids, scores) of each image of `todo` tagged in this process."""
+    for item, result in classify_each(classifier, todo, lambda item: item[1], "tag", failures):
+        yield item, tag_ids(result), result.scores
+
+
+def tag_images_on_ray(args: argparse.Namespace, todo: list[tuple[SplitEntry, str]], failures: list[str]
+                      ) -> Iterator[tuple[tuple[SplitEntry, str], list[int], Sequence[float]]]:
+    """What `tag_images` gives, from workers on a Ray cluster (--ray), as they finish; the first
+    image downscaled for the model is said, as one process says it."""
+    noted = False
+    results = ray_jobs.run_each("tag", args, todo, lambda item: (os.path.abspath(item[1]),), failures)
+    for item, (ids, scores, note) in results:
+        if note and not noted:
+            report(f"note: {note} (--max-input-side)")
+            noted = True
+        yield item, ids, scores
+
+
+def write_tags(results: Iterable[tuple[tuple[SplitEntry, str], list[int], Sequence[float]]], out: str,
+               tags: dict, scores: dict) -> None:
+    """Append each image's line to the tag file (and its scores beside it) as soon as it is
+    done; fills `tags` and `scores`."""
     with open(out, "a", encoding="utf-8") as tag_file, \
             open(dataset.scores_path(out), "a", encoding="utf-8") as score_file:
-        for (entry, _), result in classify_each(classifier, todo, lambda item: item[1], "tag", failures):
-            ids = sorted(t.index for t in result.tags)
+        for (entry, _), ids, image_scores in results:
             dataset.append_line(tag_file, dataset.format_tag_line(entry.stem, ids))
-            dataset.append_line(score_file, dataset.scores_line(entry.stem, result.scores))
-            tags[entry.stem], scores[entry.stem] = tuple(ids), list(map(float, result.scores))
-    return len(failures)
+            dataset.append_line(score_file, dataset.scores_line(entry.stem, image_scores))
+            tags[entry.stem], scores[entry.stem] = tuple(ids), list(map(float, image_scores))
 
 
 def run(args: argparse.Namespace) -> int:
+    ray_jobs.check_ray_arguments(args)
     profile = profile_from(args)
     num_classes = len(profile.vocabulary.classes)
     inputs = tag_inputs(args, profile.gt_tag_ids or num_classes)
@@ -99,9 +125,11 @@ def run(args: argparse.Namespace) -> int:
     report_skipped(skipped, len(inputs), args.out)
     new_tags: dict = {}
     new_scores: dict = {}
-    failed = 0
+    failures: list[str] = []
     if todo:
-        failed = tag_images(build_classifier(args, profile), todo, args.out, new_tags, new_scores)
+        results = (tag_images_on_ray(args, todo, failures) if args.ray else
+                   tag_images(build_classifier(args, profile), todo, failures))
+        write_tags(results, args.out, new_tags, new_scores)
     order = [e.stem for e, _ in inputs]
     tags = dataset.merge_in_order(order, new_tags, old_tags)
     scores = dataset.merge_in_order(order, new_scores, old_scores)
@@ -110,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.out}: tagged {len(new_tags)} images, {skipped} already tagged")
     if args.eval:
         evaluate_tags([e for e, _ in inputs], scores, profile, tag_settings(args, profile).tag_threshold)
-    return finish(failed, len(inputs))
+    return finish(len(failures), len(inputs))
 
 
 def evaluate_tags(entries: list[SplitEntry], scores: dict, profile: DatasetProfile,
