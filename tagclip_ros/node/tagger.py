@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
@@ -264,7 +265,7 @@ class TaggerNode(LifecycleNode):
             if self._publish_results(frame, rgb, result):
                 self._record(frame, result)
 
-    def _decode(self, frame: Frame):
+    def _decode(self, frame: Frame) -> np.ndarray | None:
         """The frame's RGB pixels; None, counted and logged (throttled), for a bad frame."""
         try:
             return conversions.frame_to_rgb(frame.msg)
