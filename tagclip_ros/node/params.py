@@ -209,7 +209,7 @@ def rejection_reason(changes: Mapping[str, Any], current: Mapping[str, Any],
         except ValueError as exc:
             return str(exc)
     if "cameras" in changes:
-        reason = cameras_reason(changes["cameras"])
+        reason = cameras_reason(typed("cameras", changes["cameras"]))  # `[]` may come as None
         if reason:
             return reason
     if any(name.startswith(TEMPORAL) for name in changes):

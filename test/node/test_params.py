@@ -127,6 +127,7 @@ def test_camera_names_must_be_ros_names_and_distinct():
         assert start_reason({"cameras": ["left", bad]}).startswith(f"camera name {bad!r} is not a ROS name")
     assert start_reason({"cameras": "front"}).startswith("cameras must be a list of names")
     assert typed("cameras", None) == []  # how rcl's params-file and -p parsers give `[]`
+    assert start_reason({"cameras": None}) is None  # config/tagger.yaml's `cameras: []`
 
 
 def test_a_wrong_type_is_refused_with_a_sentence_before_other_rules():
