@@ -8,6 +8,7 @@ import re
 import pytest
 import yaml
 from lifecycle_msgs.srv import GetState
+from rcl_interfaces.srv import GetParameters
 
 from tagclip_ros.core.dataset_profiles import PROFILES
 from tagclip_ros.node.params import PARAMETERS, overrides_from, profile_from, rejection_reason
@@ -20,7 +21,7 @@ from .conftest import STARTUP_S
 
 def test_config_file_matches_declared_defaults():
     with open(os.path.join(REPO, "config", "tagger.yaml"), encoding="utf-8") as f:
-        values = yaml.safe_load(f)["tagclip_tagger"]["ros__parameters"]
+        values = yaml.safe_load(f)["/**/tagclip_tagger"]["ros__parameters"]
     assert values == {spec.name: spec.default for spec in PARAMETERS}
 
 
@@ -174,3 +175,21 @@ def test_a_bad_value_given_at_start_ends_the_node_with_one_sentence(ros, tmp_pat
     finally:
         process.stop()
     assert process.log().splitlines() == [f"tagger_node: {sentence}"]
+
+
+def test_the_params_file_reaches_a_node_in_a_namespace(ros, tmp_path):
+    """config/tagger.yaml's key matches the node in any namespace (`namespace:=front`): a copy
+    of it with one value changed, given to a node in /cfg, sets that value."""
+    with open(os.path.join(REPO, "config", "tagger.yaml"), encoding="utf-8") as f:
+        text = f.read()
+    assert "\n    tag_threshold: -1.0 " in text
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(text.replace("\n    tag_threshold: -1.0 ", "\n    tag_threshold: 0.3 "), encoding="utf-8")
+    process = TaggerProcess("/cfg", str(tmp_path / "tagger.log"), {"autostart": False},
+                            ("--params-file", str(mine)))
+    try:
+        answer = ros.call(GetParameters, "/cfg/tagclip_tagger/get_parameters",
+                          GetParameters.Request(names=["tag_threshold"]), timeout=STARTUP_S)
+        assert answer.values[0].double_value == 0.3, process.log()
+    finally:
+        assert process.stop() == 0, process.log()
