@@ -65,14 +65,36 @@ def add_vocab_argument(parser: argparse._ActionsContainer) -> None:
                         "for the one class name")
 
 
+def number(text: str) -> float:
+    """An option's text as a float; NaN when it is not a number, so that every range check
+    below refuses it with its own sentence."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
 def unit_interval(text: str) -> float:
     """A threshold option: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    value = number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], not {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A resource option (GPUs per worker): a number of at least 0."""
+    value = number(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, not {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A resource option (CPUs per worker): a number above 0."""
+    value = non_negative_float(text)
+    if value <= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, not {text!r}")
     return value
 
 

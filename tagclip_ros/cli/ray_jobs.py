@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from .common import PROGRESS_MIN_IMAGES, positive_int, profile_from, report
+from .common import (PROGRESS_MIN_IMAGES, non_negative_float, positive_float, positive_int, profile_from,
+                     report)
 
 T = TypeVar("T")
 INSTALL_HINT = ("--ray needs the Python package ray, which is not installed: "
@@ -54,23 +55,6 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
                             "process here uses, which keeps outputs byte-identical to a one-process "
                             "run; fewer can be faster where workers share cores, with scores that "
                             "may differ in their last bits)")
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, not {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = non_negative_float(text)
-    if value <= 0.0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, not {text!r}")
-    return value
 
 
 def check_ray_arguments(args: argparse.Namespace) -> None:
