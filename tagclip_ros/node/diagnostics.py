@@ -87,29 +87,10 @@ def diagnostic_array(node_name: str, stamp, stats: FrameStats, dropped: int, sta
     WARN when inactive or frames fail; then one per camera of a multi-camera node
     (`cameras`: name → its statistics and dropped frames)."""
     summary = stats.summary()
-    if state != "active":
-        level, message = DiagnosticStatus.WARN, f"node is {state}"
-    elif info.get("paused") == "true":
-        level, message = DiagnosticStatus.OK, "paused by ~/enable"
-    elif stats.last_error and stats.bad:
-        level, message = DiagnosticStatus.WARN, f"last bad frame: {stats.last_error}"
-    else:
-        level, message = DiagnosticStatus.OK, f"{summary['rate_hz']:.1f} Hz"
-    values = {
-        "state": state,
-        "frames_processed": str(stats.processed),
-        "frames_dropped": str(dropped),
-        "frames_bad": str(stats.bad),
-        "overlays_drawn": str(stats.overlays),
-        "detections_computed": str(stats.detections),
-        "frames_batched": str(stats.batched),
-        "depth_skipped": str(stats.depth_skipped),
-        "last_depth_skip": stats.last_depth_skip,
-        "rate_hz": f"{summary['rate_hz']:.2f}",
-        "latency_ms": f"{summary['latency_ms']:.1f}",
-        "core_ms": f"{summary['core_ms']:.1f}",
-        **info,
-    }
+    level, message = health(state, stats, summary, paused=info.get("paused") == "true")
+    values = {"state": state, **frame_values(stats, dropped, summary),
+              "overlays_drawn": str(stats.overlays), "detections_computed": str(stats.detections),
+              "frames_batched": str(stats.batched), **info}
     status = DiagnosticStatus(level=level, name=f"{node_name}: inference", message=message,
                               hardware_id=info.get("device", ""),
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])
@@ -123,17 +104,29 @@ def camera_status(node_name: str, camera: str, stats: FrameStats, dropped: int, 
     """One camera's status: its rate, latency and frame counts (OK, WARN after a bad frame or
     while the node is not active)."""
     summary = stats.summary()
-    if state != "active":
-        level, message = DiagnosticStatus.WARN, f"node is {state}"
-    elif stats.last_error and stats.bad:
-        level, message = DiagnosticStatus.WARN, f"last bad frame: {stats.last_error}"
-    else:
-        level, message = DiagnosticStatus.OK, f"{summary['rate_hz']:.1f} Hz"
-    values = {"camera": camera, "frames_processed": str(stats.processed), "frames_dropped": str(dropped),
-              "frames_bad": str(stats.bad), "last_error": stats.last_error,
-              "depth_skipped": str(stats.depth_skipped), "last_depth_skip": stats.last_depth_skip,
-              "rate_hz": f"{summary['rate_hz']:.2f}", "latency_ms": f"{summary['latency_ms']:.1f}",
-              "core_ms": f"{summary['core_ms']:.1f}"}
+    level, message = health(state, stats, summary)
+    values = {"camera": camera, **frame_values(stats, dropped, summary), "last_error": stats.last_error}
     return DiagnosticStatus(level=level, name=f"{node_name}: camera {camera}", message=message,
                             hardware_id=info.get("device", ""),
                             values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+
+def health(state: str, stats: FrameStats, summary: dict[str, float], paused: bool = False
+           ) -> tuple[int, str]:
+    """A status's level and message: WARN while the node is not active, OK while paused, WARN
+    after a bad frame, else OK with the rate."""
+    if state != "active":
+        return DiagnosticStatus.WARN, f"node is {state}"
+    if paused:
+        return DiagnosticStatus.OK, "paused by ~/enable"
+    if stats.last_error and stats.bad:
+        return DiagnosticStatus.WARN, f"last bad frame: {stats.last_error}"
+    return DiagnosticStatus.OK, f"{summary['rate_hz']:.1f} Hz"
+
+
+def frame_values(stats: FrameStats, dropped: int, summary: dict[str, float]) -> dict[str, str]:
+    """The frame counts and timings every status shows (the node's and each camera's)."""
+    return {"frames_processed": str(stats.processed), "frames_dropped": str(dropped),
+            "frames_bad": str(stats.bad), "depth_skipped": str(stats.depth_skipped),
+            "last_depth_skip": stats.last_depth_skip, "rate_hz": f"{summary['rate_hz']:.2f}",
+            "latency_ms": f"{summary['latency_ms']:.1f}", "core_ms": f"{summary['core_ms']:.1f}"}
