@@ -10,9 +10,12 @@ The disk cache is a convenience, never an input: an entry is trusted only after 
 the feature of this name, template set and weights (see `FeatureStore`); anything else (empty,
 truncated, another format, a pickle, NaN, wrong shape, written for another name) is encoded
 again and rewritten, so nothing in the cache folder can crash the program or change a score.
+The folder is bounded (MAX_ENTRIES): a node answering `~/tag_image` queries with ever new names
+must not fill the disk, so the least recently used entries go first.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -32,6 +35,11 @@ from .prompts import resolve_templates
 PROMPTS_PER_BATCH = 1024
 ENTRY_SUFFIX = ".v2.npy"  # not plain ".npy": older releases wrote bare arrays under that name
 NORM_TOLERANCE = 1e-4  # an encoded feature's norm is 1 to float32 rounding (~1e-7)
+# Entries a cache folder keeps (~3 KB each, ~80 MB in 4 KB blocks): VOC, COCO, COCO-Stuff-171
+# and ADE names take ~1,500 per prompt set. Past it, the least recently used are removed down
+# to PRUNED_FRACTION of it, so a pruning scan comes once per thousands of new names.
+MAX_ENTRIES = 20_000
+PRUNED_FRACTION = 0.9
 NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                       (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -92,7 +100,7 @@ class TextFeatureCache:
         dim = int(loaded.model.text_projection.shape[-1])
         # The text tower computes in float32 at every precision (core/precision.py), so one
         # store serves them all; the suffix names the precision the features were computed in.
-        self.store = (FeatureStore(cache_dir, f"{loaded.weights_id}-float32", dim)
+        self.store = (FeatureStore(cache_dir, f"{loaded.weights_id}-float32", dim, MAX_ENTRIES)
                       if cache_dir else None)
         self._memory: dict[tuple[str, str], np.ndarray] = {}
         self.encoded_names = 0  # how many names were actually run through the text encoder
@@ -142,12 +150,18 @@ class FeatureStore:
     if its header declares exactly that record (checked before any data is read, so a damaged
     or hostile file costs at most one header and one record's bytes), the name, key and tag
     match, and the feature is finite and of unit norm; it never unpickles. `write` makes an
-    entry appear whole or not at all, even with several processes writing the same entries."""
+    entry appear whole or not at all, even with several processes writing the same entries.
 
-    def __init__(self, root: str, weights_tag: str, dim: int) -> None:
+    The folder (all weights and template sets in it) holds at most `max_entries` entries: a read
+    marks an entry used (its mtime), and a write past the bound removes the least recently used.
+    Only files named like entries, two levels below `root`, are ever removed."""
+
+    def __init__(self, root: str, weights_tag: str, dim: int, max_entries: int = MAX_ENTRIES) -> None:
         self.root = root
         self.weights_tag = weights_tag
         self.dim = dim
+        self.max_entries = max_entries
+        self._entries: int | None = None  # counted at the first new entry, then kept up to date
 
     def path(self, key: str, name: str) -> str:
         """Where the entry of `name` under template key `key` lives."""
@@ -165,17 +179,32 @@ class FeatureStore:
                               str(record["weights"])) != (name, key, self.weights_tag):
             return None
         feature = np.array(record["feature"], dtype=np.float32)
-        return feature if self.is_valid(feature) else None
+        if not self.is_valid(feature):
+            return None
+        _mark_used(self.path(key, name))
+        return feature
 
     def write(self, key: str, name: str, feature: np.ndarray) -> None:
         """Store a feature (silently not, if the folder is not writable: that costs only speed)."""
         if not self.is_valid(feature):
             return  # never store what `read` would refuse
         record = np.array((name, key, self.weights_tag, feature), self._record_dtype(key, name))
+        path = self.path(key, name)
+        new = not os.path.lexists(path)
         try:
-            _replace_atomically(self.path(key, name), record)
+            _replace_atomically(path, record)
         except OSError:
-            pass
+            return
+        if new:
+            self._count_new_entry()
+
+    def _count_new_entry(self) -> None:
+        """Keep the folder within `max_entries` (other processes' entries are found by the
+        count at the first new entry and by every pruning scan)."""
+        self._entries = len(_entry_files(self.root)) if self._entries is None else self._entries + 1
+        if self._entries > self.max_entries:
+            self._entries = _remove_least_recently_used(self.root,
+                                                        int(self.max_entries * PRUNED_FRACTION))
 
     def is_valid(self, feature: np.ndarray) -> bool:
         """A text feature as `encode_names` makes it: (D,) float32, finite, unit norm."""
@@ -187,6 +216,37 @@ class FeatureStore:
         return np.dtype([("name", f"<U{max(len(name), 1)}"), ("templates", f"<U{max(len(key), 1)}"),
                          ("weights", f"<U{max(len(self.weights_tag), 1)}"),
                          ("feature", "<f4", (self.dim,))])
+
+
+def _entry_files(root: str) -> list[str]:
+    """The entries under a cache folder: `root/<weights>/<templates>/<digest>.v2.npy`."""
+    return glob.glob(os.path.join(glob.escape(root), "*", "*", "*" + ENTRY_SUFFIX))
+
+
+def _remove_least_recently_used(root: str, keep: int) -> int:
+    """Remove all but the `keep` most recently used entries under `root`; how many remain."""
+    used = []
+    for path in _entry_files(root):
+        try:
+            used.append((os.stat(path).st_mtime_ns, path))
+        except OSError:  # removed meanwhile by another process
+            pass
+    used.sort(reverse=True)
+    for _, path in used[keep:]:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    return min(len(used), keep)
+
+
+def _mark_used(path: str) -> None:
+    """Set an entry's mtime to now, so pruning keeps it longer (not at all in a read-only
+    folder, which is never pruned either)."""
+    try:
+        os.utime(path, follow_symlinks=False)
+    except OSError:
+        pass
 
 
 def _read_record(path: str, expected: np.dtype) -> np.void | None:

@@ -188,6 +188,46 @@ def test_an_unwritable_cache_folder_costs_only_speed(loaded, tmp_path):
     torch.testing.assert_close(cache.features(["cat"], "single"), expected, rtol=0, atol=0)
 
 
+# ---- the folder's bound --------------------------------------------------------------------------
+def unit(seed: int, dim: int = 4) -> np.ndarray:
+    values = np.random.default_rng(seed).standard_normal(dim)
+    return (values / np.linalg.norm(values)).astype(np.float32)
+
+
+def test_the_cache_folder_keeps_the_most_recently_used_entries_within_its_bound(tmp_path):
+    """Past `max_entries`, a write removes the least recently used entries (a read counts as a
+    use) down to PRUNED_FRACTION of the bound; other weights' entries in the folder count too,
+    and nothing but entries is ever removed."""
+    other_weights = FeatureStore(str(tmp_path), "other-float32", 4, max_entries=10)
+    store = FeatureStore(str(tmp_path), "weights-float32", 4, max_entries=10)
+    (tmp_path / "notes.npy").write_text("not an entry")
+    other_weights.write("k" * 40, "old", unit(0))
+    names = [f"name{i}" for i in range(9)]
+    for i, name in enumerate(names):
+        store.write("k" * 40, name, unit(i + 1))
+    for age, path in enumerate([other_weights.path("k" * 40, "old")]
+                               + [store.path("k" * 40, n) for n in names]):
+        os.utime(path, ns=(10**9 * (age + 1),) * 2)  # "old" is the oldest, then name0, name1, ...
+    np.testing.assert_array_equal(store.read("k" * 40, "name0"), unit(1))  # used: now the newest
+    assert len(list(tmp_path.rglob("*.v2.npy"))) == 10  # at the bound, nothing removed yet
+
+    store.write("k" * 40, "new", unit(99))
+    kept = {p.name for p in tmp_path.rglob("*.v2.npy")}
+    expected = {os.path.basename(store.path("k" * 40, n)) for n in ["name0", "new"] + names[-7:]}
+    assert kept == expected  # 9 = 0.9 × 10: the two least recently used, "old" and name1, went
+    assert (tmp_path / "notes.npy").exists()
+    assert store.read("k" * 40, "name1") is None and other_weights.read("k" * 40, "old") is None
+    np.testing.assert_array_equal(store.read("k" * 40, "new"), unit(99))
+
+
+def test_rewriting_an_entry_does_not_count_as_a_new_one(tmp_path):
+    store = FeatureStore(str(tmp_path), "weights-float32", 4, max_entries=2)
+    for _ in range(5):
+        for seed, name in enumerate(["cat", "dog"]):
+            store.write("k" * 40, name, unit(seed))
+    assert store.read("k" * 40, "cat") is not None and store.read("k" * 40, "dog") is not None
+
+
 # ---- concurrent writers --------------------------------------------------------------------------
 NAMES = tuple(f"name{i}" for i in range(6))
 KEY, TAG, DIM = "f" * 40, "sha256:0123456789abcdef-float32", 512
