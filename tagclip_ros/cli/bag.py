@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
 from tqdm import tqdm
 
 from ..core.depth import DEFAULT_MAX_DELAY
 from ..core.pipeline import SEGMENTATION_METHODS
+from ..core.temporal import ENABLED_HELP, SETTING_HELP, TemporalSettings
 from .common import EXIT_SOME_FAILED, add_model_arguments, build_perception, profile_from, report
 
 HELP = "tag the image topics of a rosbag2 (mcap or sqlite3) into a copy of it"
@@ -20,7 +22,8 @@ DESCRIPTION = ("Writes OUT, a rosbag2 in IN's storage format holding every messa
                "(exit code 1). With --depth and --camera-info, also detections_3d of the colour "
                "topic, each frame paired with the depth image nearest its stamp (within "
                f"{DEFAULT_MAX_DELAY:g} s) "
-               "as the node does; a frame whose depth cannot serve it is reported, without it.")
+               "as the node does; a frame whose depth cannot serve it is reported, without it. "
+               "With --temporal, each topic's tags are the node's stable tags (temporal.*).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +40,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "colour topic (16UC1/mono16 mm, 32FC1 m): also write detections_3d")
     parser.add_argument("--camera-info", metavar="TOPIC",
                         help="the colour camera's CameraInfo topic (with --depth)")
+    parser.add_argument("--temporal", action="store_true",
+                        help=ENABLED_HELP + " (the node's temporal.enabled), per image topic")
+    for name, text in SETTING_HELP.items():
+        default = getattr(TemporalSettings, name)
+        parser.add_argument(f"--temporal-{name.replace('_', '-')}", type=temporal_setting(name),
+                            metavar="N" if isinstance(default, int) else "X",
+                            help=f"with --temporal: {text} (default {default:g})")
     add_model_arguments(parser)
+
+
+def temporal_setting(name: str) -> Callable[[str], float]:
+    """The option type of the stable-tags setting `name`, in range by TemporalSettings' rule."""
+    kind = type(getattr(TemporalSettings, name))
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+            TemporalSettings(**{name: value})
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                str(exc) if "temporal" in str(exc) else f"{text!r} is not a "
+                f"{'whole number' if kind is int else 'number'}") from None
+        return value
+    return parse
+
+
+def temporal_from(args: argparse.Namespace) -> TemporalSettings | None:
+    """The stable-tags settings asked for, or None without --temporal (ValueError, one
+    sentence, for a --temporal-* option without it)."""
+    given = {name: value for name in SETTING_HELP
+             if (value := getattr(args, f"temporal_{name}")) is not None}
+    if not args.temporal:
+        if given:
+            option = "--temporal-" + next(iter(given)).replace("_", "-")
+            raise ValueError(f"{option} applies only with --temporal (stable tags)")
+        return None
+    return TemporalSettings(**given)
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -62,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     profile = profile_from(args)  # a bad vocabulary is said before anything is read or loaded
     check_paths(args)
     check_depth(args)
+    temporal = temporal_from(args)
     try:
         from ..node.bag_depth import DepthTopics
         from ..node.bags import BagError, BagOptions, BagTagger
@@ -70,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                          "source your ROS 2 workspace, or `. scripts/ros_env.sh .venv install`") from None
     perception = build_perception(args, profile)
     options = BagOptions(None if args.no_masks else args.method, args.overlay, args.topics,
-                         depth=DepthTopics(args.depth, args.camera_info) if args.depth else None)
+                         depth=DepthTopics(args.depth, args.camera_info) if args.depth else None,
+                         temporal=temporal)
     bars: list[tqdm] = []  # made once the image topics are known, so errors come alone
 
     def on_start(total: int) -> None:

@@ -11,11 +11,23 @@ over from the next frame alone.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .tagclip import Tag, TagResult
+
+
+# What each setting means, for the node's `temporal.*` parameters and `tagclip bag`'s options.
+ENABLED_HELP = ("stable tags: tags, classification, label_mask and detections follow smoothed "
+                "scores with hysteresis, not each frame alone")
+SETTING_HELP = {
+    "alpha": "weight of the new frame's scores in the smoothed ones",
+    "min_frames": "consecutive frames a class must be above the tag threshold to become a tag",
+    "release": "a tag stays one until its smoothed score falls below this times the tag threshold",
+    "reset_after": "seconds between frame stamps after which stable tags start over",
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,11 @@ class StableTags:
         order = sorted(np.flatnonzero(self._stable), key=lambda i: -smoothed[i])
         tags = [Tag(int(i), labels[i], float(smoothed[i])) for i in order]
         return replace(result, scores=smoothed.astype(np.float32), tags=tags)
+
+    def selection(self, threshold_factor: float, stamp: float) -> Callable[[TagResult], TagResult]:
+        """`update` for the frame stamped `stamp` seconds: what `Perception.run` takes as
+        `select`, so the frame's mask and detections are of its stable tags."""
+        return lambda result: self.update(result, threshold_factor, stamp)
 
     def _starts_over(self, classes: tuple[str, ...], stamp: float) -> bool:
         """Whether this frame begins a new stream (first frame, new vocabulary, long gap, or a

@@ -5,9 +5,10 @@ metadata), and each frame of an image topic gets what the node would publish for
 `classification`, `label_mask` and `detections`, optionally `overlay` — in that topic's
 namespace, with the image's header and log time; `label_info` is written once per namespace,
 before its first frame. Messages are built by the node's own conversions and serialised by
-rclpy, so they are byte for byte what the node publishes; rosbags reads and writes the files
+rclpy, so they are the messages the node publishes; rosbags reads and writes the files
 (mcap or sqlite3, no ROS distro needed) and describes the new types from the packages'
-installed .msg files.
+installed .msg files. With stable tags (`BagOptions.temporal`, the node's `temporal.*`), each
+image topic's frames are smoothed in the bag's order, by their header stamps, as the node would.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from std_msgs.msg import Header
 from ..core.depth import DepthError
 from ..core.detections import DEFAULT_MIN_AREA, Region
 from ..core.pipeline import Perception
+from ..core.tagclip import TagResult
+from ..core.temporal import StableTags, TemporalSettings
 from . import conversions, detection_messages
 from .bag_depth import DepthLookahead, DepthTopics, depth_topics_problem
 
@@ -60,6 +63,7 @@ class BagOptions:
     topics: list[str] | None = None
     min_area: float = DEFAULT_MIN_AREA  # detections' least region area, a fraction of the image
     depth: DepthTopics | None = None  # for detections_3d (with masks, of one colour topic)
+    temporal: TemporalSettings | None = None  # stable tags over each image topic, or None
 
 
 @dataclass
@@ -171,6 +175,7 @@ class BagTagger:
         self.options = options
         self.store = package_typestore()
         self._ahead: DepthLookahead | None = None  # while a run with depth reads the bag
+        self._stable: dict[str, StableTags] = {}  # output namespace → its stable tags, per run
 
     def run(self, source: str, target: str, on_start: Callable[[int], None],
             on_frame: Callable[[str | None], None]) -> BagReport:
@@ -184,6 +189,7 @@ class BagTagger:
         shutil.rmtree(staging, ignore_errors=True)
         built = os.path.join(staging, os.path.basename(target))
         report = BagReport()
+        self._stable = {}
         try:
             with ExitStack() as stack:
                 reader = stack.enter_context(Reader(source))
@@ -227,7 +233,8 @@ class BagTagger:
                 self._write(writer, outputs[space]["label_info"], log_time,
                             self._label_info(msg.header if msg is not None else Header()))
             problem = ("the message cannot be deserialised (truncated or corrupt)" if msg is None
-                       else self._tag_frame(writer, outputs[space], msg, log_time, report))
+                       else self._tag_frame(writer, outputs[space], msg, log_time, report,
+                                            self._selection(space, msg.header)))
             if problem:
                 problem = f"{connection.topic} at log time {log_time_text(log_time)}: {problem}"
                 report.bad.append(problem)
@@ -248,15 +255,26 @@ class BagTagger:
         tagger = self.perception.tagger
         return conversions.label_info(tagger.vocabulary, tagger.settings.tag_threshold, header)
 
+    def _selection(self, space: str, header: Header) -> Callable[[TagResult], TagResult] | None:
+        """With stable tags, what turns a frame's TagCLIP result into its namespace's stable
+        tags (as the node's `_stable_selection`); None without."""
+        if self.options.temporal is None:
+            return None
+        stable = self._stable.setdefault(space, StableTags(self.options.temporal))
+        return stable.selection(self.perception.tagger.settings.tag_threshold,
+                                conversions.stamp_seconds(header))
+
     def _tag_frame(self, writer: Writer, outputs: dict[str, Connection],
-                   msg: Image | CompressedImage, log_time: int, report: BagReport) -> str | None:
-        """Tag one image message and write its outputs; the reason instead if it is bad (a
-        frame without detections_3d is tagged, and why is in `report`)."""
+                   msg: Image | CompressedImage, log_time: int, report: BagReport,
+                   select: Callable[[TagResult], TagResult] | None) -> str | None:
+        """Tag one image message (its TagCLIP result through `select`, if any) and write its
+        outputs; the reason instead if it is bad (a frame without detections_3d is tagged, and
+        why is in `report`)."""
         try:
             rgb = conversions.frame_to_rgb(msg)
         except conversions.FrameError as exc:
             return str(exc)
-        perceived = self.perception.run(rgb, self.options.method)
+        perceived = self.perception.run(rgb, self.options.method, select=select)
         found = detection_messages.frame_regions(perceived, self.options.min_area)
         for name, out in conversions.result_messages(perceived, msg.header, rgb,
                                                      self.options.overlay, found).items():

@@ -155,6 +155,11 @@ def is_resend(header: Header, previous: Header | None) -> bool:
     return header.stamp == previous.stamp and header.frame_id == previous.frame_id
 
 
+def stamp_seconds(header: Header) -> float:
+    """A header's stamp in seconds (what stable tags measure gaps in)."""
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
 def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
     """sensor_msgs/Image rgb8 from an RGB uint8 array."""
     return Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",

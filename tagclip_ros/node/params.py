@@ -16,7 +16,7 @@ from ..core.depth import DEFAULT_MAX_DELAY, DEFAULT_MIN_POINTS
 from ..core.detections import DEFAULT_MIN_AREA
 from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE
-from ..core.temporal import TemporalSettings
+from ..core.temporal import ENABLED_HELP, SETTING_HELP, TemporalSettings
 from ..core.dataset_profiles import (BUILTIN, PROFILE_ESCAPE, PROFILES, DatasetProfile, affinity_start,
                                      select_profile)
 from .param_checks import normalized, type_reason
@@ -89,16 +89,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "classes; -1: the profile's (0.5; cocostuff 0.1)", value_range=(-1.0, 1.0)),
     ParamSpec("affinity_blocks", 0, "DMAR's affinity averages this many blocks before the last; "
               "0: the profile's (3; cocostuff all)", value_range=(0, 64)),
-    ParamSpec("temporal.enabled", False, "stable tags: tags, classification, label_mask and "
-              "detections follow smoothed scores with hysteresis, not each frame alone"),
-    ParamSpec("temporal.alpha", TemporalSettings.alpha, "weight of the new frame's scores in the "
-              "smoothed ones", value_range=(0.0, 1.0)),
-    ParamSpec("temporal.min_frames", TemporalSettings.min_frames, "consecutive frames a class "
-              "must be above the tag threshold to become a tag", value_range=(1, 1000)),
-    ParamSpec("temporal.release", TemporalSettings.release, "a tag stays one until its smoothed "
-              "score falls below this times the tag threshold", value_range=(0.0, 1.0)),
-    ParamSpec("temporal.reset_after", TemporalSettings.reset_after, "seconds between frame "
-              "stamps after which stable tags start over", value_range=(0.0, 86400.0)),
+    ParamSpec("temporal.enabled", False, ENABLED_HELP),
+    ParamSpec("temporal.alpha", TemporalSettings.alpha, SETTING_HELP["alpha"], value_range=(0.0, 1.0)),
+    ParamSpec("temporal.min_frames", TemporalSettings.min_frames, SETTING_HELP["min_frames"],
+              value_range=(1, 1000)),
+    ParamSpec("temporal.release", TemporalSettings.release, SETTING_HELP["release"],
+              value_range=(0.0, 1.0)),
+    ParamSpec("temporal.reset_after", TemporalSettings.reset_after, SETTING_HELP["reset_after"],
+              value_range=(0.0, 86400.0)),
     ParamSpec("max_rate", 0.0, "most frames per second processed (on average; per camera); faster "
               "ones are dropped before any work; 0: no limit", value_range=(0.0, 1000.0)),
     ParamSpec("segmentation.enabled", True, "publish label_mask (and a tinted overlay)"),

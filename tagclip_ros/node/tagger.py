@@ -302,9 +302,8 @@ class TaggerNode(LifecycleNode):
         stable = stream.stable
         if stable is None:
             return None
-        factor = perception.tagger.settings.tag_threshold
-        seconds = header.stamp.sec + header.stamp.nanosec * 1e-9
-        return lambda result: stable.update(result, factor, seconds)
+        return stable.selection(perception.tagger.settings.tag_threshold,
+                                conversions.stamp_seconds(header))
 
     def _current(self, activation: int) -> bool:
         """Whether the node stayed active since a frame arrived during `activation`."""

@@ -16,6 +16,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from tagclip_ros.core import read_image
 from tagclip_ros.core.detections import DEFAULT_MIN_AREA, regions
 from tagclip_ros.core.tagclip import Tag
+from tagclip_ros.core.temporal import StableTags, TemporalSettings
 
 from ..conftest import IMAGES, WEIGHTS
 from . import helpers
@@ -243,3 +244,66 @@ def test_existing_output_is_refused_and_topics_are_checked(store, tmp_path, text
     added = set(out_connections) - set(read_bag(source)[0])
     assert added == {"/robot/mono/tags", "/robot/mono/classification", "/robot/mono/label_info"}
     assert not os.path.exists(target + ".partial")
+    first = read_bag(target)[1]
+    again = run_cli("bag", source, "--out", target, "--overwrite", "--no-masks", "--method", "dmar",
+                    "--topic", "/robot/mono/image", cache=text_cache_dir)
+    assert again.returncode == 0, again.stderr
+    assert read_bag(target)[1] == first  # the same bytes: no unset CDR padding in the outputs
+
+
+def test_temporal_gives_each_topic_the_stable_tags_of_its_own_frames(
+        store, tmp_path, text_cache_dir, voc_tagger):
+    """With --temporal, each image topic's tags are core.temporal's StableTags fed that topic's
+    frames alone, in order, by their header stamps: front flickers between the astronaut (A)
+    and its mirror image (B, with a class A lacks), then shows B after a gap longer than
+    --temporal-reset-after, which starts it over; left, interleaved, shows B throughout."""
+    a = cv2.resize(read_image(os.path.join(IMAGES, "astronaut.jpg")), (160, 112),
+                   interpolation=cv2.INTER_AREA)
+    pictures = {"A": a, "B": np.ascontiguousarray(a[:, ::-1])}
+    sequence, gap_at = "AAA" + "BA" * 3 + "BBBB", 9
+    stamps = [T0 + i * 10**8 + (10**9 if i >= gap_at else 0) for i in range(len(sequence))]
+    plan = []
+    for stamp, name in zip(stamps, sequence):
+        plan += [("/front/image_raw", raw_image(store, pictures[name], "rgb8", stamp, "front"), stamp),
+                 ("/left/image_raw", raw_image(store, pictures["B"], "rgb8", stamp, "left"), stamp + 1)]
+    source, target = str(tmp_path / "in"), str(tmp_path / "out")
+    write_plan(store, source, plan)
+    settings = TemporalSettings(min_frames=2, reset_after=0.5)
+
+    done = run_cli("bag", source, "--out", target, "--vocab", "voc", "--no-masks", "--temporal",
+                   "--temporal-min-frames", "2", "--temporal-reset-after", "0.5", cache=text_cache_dir)
+
+    assert done.returncode == 0, done.stderr
+    connections, messages = read_bag(target)
+    factor = voc_tagger.settings.tag_threshold
+    for space, names in (("/front", sequence), ("/left", "B" * len(sequence))):
+        written = [store.deserialize_cdr(raw, connections[topic].msgtype)
+                   for topic, _, raw in messages if topic == f"{space}/tags"]
+        stable, raw_tags = StableTags(settings), []
+        for tags, stamp, name in zip(written, stamps, names, strict=True):
+            result = voc_tagger.classify(pictures[name])
+            raw_tags.append([t.label for t in result.tags])
+            expected = stable.update(result, factor, stamp * 1e-9)
+            assert [(t.class_id - 1, t.label) for t in tags.tags] == \
+                [(t.index, t.label) for t in expected.tags], (space, stamp)
+            np.testing.assert_allclose(tags.scores, expected.scores, rtol=0, atol=1e-5)
+        if space == "/front":
+            published = [[t.label for t in tags.tags] for tags in written]
+            assert "dog" in raw_tags[3] and "dog" not in raw_tags[4]  # TagCLIP alone flickers
+            assert not any("dog" in tagged for tagged in published[:gap_at]), published
+            assert published[gap_at] == []  # after the gap: a new stream, no class has 2 frames
+            assert all("dog" in tagged for tagged in published[gap_at + 1:]), published
+
+
+def test_temporal_options_need_temporal(store, tmp_path, text_cache_dir):
+    source = str(tmp_path / "in")
+    write_bag(store, source, "mcap")
+    refused = run_cli("bag", source, "--out", str(tmp_path / "out"), "--temporal-alpha", "0.3",
+                      cache=text_cache_dir)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: --temporal-alpha applies only with --temporal (stable tags)"
+    out_of_range = run_cli("bag", source, "--out", str(tmp_path / "out"), "--temporal",
+                           "--temporal-release", "1.5", cache=text_cache_dir)
+    assert out_of_range.returncode == 2
+    assert "temporal.release must lie in [0, 1], not 1.5" in out_of_range.stderr
+    assert not os.path.exists(tmp_path / "out")

@@ -3,12 +3,14 @@ min_frames, hysteresis, resets; and the exact property that with no smoothing, n
 hysteresis the stable tags are TagCLIP's own."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import torch
 
 from tagclip_ros.core.tagclip import TagResult, relative_threshold_tags
-from tagclip_ros.core.temporal import StableTags, TemporalSettings
+from tagclip_ros.core.temporal import SETTING_HELP, StableTags, TemporalSettings
 from tagclip_ros.core.vocab import Vocabulary
 
 VOCAB = Vocabulary(("cat", "dog", "car", "tree"))
@@ -104,3 +106,8 @@ def test_without_smoothing_run_or_hysteresis_the_tags_are_tagclips():
 def test_settings_out_of_range_are_refused_with_their_name(field, value):
     with pytest.raises(ValueError, match=f"temporal.{field}"):
         TemporalSettings(**{field: value})
+
+
+def test_every_setting_has_its_help():
+    """The node's temporal.* parameters and `tagclip bag`'s --temporal-* options come from it."""
+    assert list(SETTING_HELP) == [f.name for f in fields(TemporalSettings)]
