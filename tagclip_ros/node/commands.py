@@ -7,12 +7,20 @@ so that a shell without it gets one sentence saying what to source instead of a 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 # What each executable imports before it starts, in the order a missing one is named.
 NEEDED = ("rclpy", "sensor_msgs.msg", "vision_msgs.msg", "tagclip_ros.msg")
 SOURCE_HINT = ("source the environment first: `. scripts/ros_env.sh .venv install` in this "
                "repository, or `source install/setup.bash` in a colcon workspace")
+
+
+def exit_quietly_on_signals() -> None:
+    """Until the program sets its own handling: Ctrl-C or SIGTERM while modules import (seconds
+    for rclpy and torch) ends the process with status 0, without a stack trace."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: sys.exit(0))
 
 
 def missing_module() -> str | None:
@@ -35,6 +43,7 @@ def ros_ready(program: str) -> bool:
 
 def tagger_node() -> int:
     """Run the tagger node (see `node.main`); status 2 when ROS 2 is not on the path."""
+    exit_quietly_on_signals()
     if not ros_ready("tagger_node"):
         return 2
     from .main import main
@@ -43,6 +52,7 @@ def tagger_node() -> int:
 
 def image_source() -> int:
     """Run the image source (see `node.image_source`); status 2 when ROS 2 is not on the path."""
+    exit_quietly_on_signals()
     if not ros_ready("image_source"):
         return 2
     from .image_source import main

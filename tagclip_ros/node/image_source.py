@@ -22,6 +22,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ PACE_TIMEOUT_S = 30.0
 RESEND_AFTER_S = 2.0
 ACK_TIMEOUT_S = 10.0
 MAX_PENDING = 100  # stamps remembered for printing tags; bounds memory when nobody answers
+STOP = threading.Event()  # Ctrl-C or SIGTERM came
 HISTORY = 10  # frames kept for reliable delivery and for transient-local subscribers
 PUBLISHED = QoSProfile(depth=HISTORY, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -209,27 +211,37 @@ class ImageSource(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run until the pass ends, the source fails, or Ctrl-C / SIGTERM. Bad parameters or an
-    unusable source: one sentence on stderr and exit status 2, never a stack trace."""
+    """Run until the pass ends, the source fails, or Ctrl-C / SIGTERM (at any moment, start-up
+    included: status 0, without a stack trace). Bad parameters or an unusable source: one
+    sentence on stderr and exit status 2, never a stack trace."""
+    # Ctrl-C and SIGTERM only set STOP (set before rclpy.init, so that rclpy's handler, which
+    # shuts the context down, chains to it): no KeyboardInterrupt can land inside rclpy's
+    # constructors. An error rclpy raises because the context went down is that stop.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: STOP.set())
     rclpy.init(args=args if args is not None else sys.argv)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+    node = None
     try:
         node = ImageSource()
-    except (ValueError, ParameterException) as exc:
-        print(f"image_source: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while node.exit_code is None and rclpy.ok():
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while node.exit_code is None and rclpy.ok() and not STOP.is_set():
             executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
+    except Exception as exc:  # noqa: BLE001 - rclpy's errors once the context went down are the stop
+        if STOP.is_set():
+            pass
+        elif node is None and isinstance(exc, (ValueError, ParameterException)):
+            print(f"image_source: {exc}", file=sys.stderr)  # the parameters or the source
+            return 2
+        else:
+            raise
     finally:
-        node.close()
+        if node is not None:
+            node.close()
         rclpy.try_shutdown()
-    return node.exit_code or 0
+    return (node.exit_code or 0) if node is not None else 0
 
 
 if __name__ == "__main__":

@@ -25,13 +25,15 @@ def main(args: list[str] | None = None) -> int:
     # rclpy's handler also shuts the context down, and the KeyboardInterrupt is raised wherever
     # the main thread is: inside rclpy taking a message or making a wait set it comes out as
     # rclpy's error instead (a RuntimeError from pybind11, an RCLError), equally an interrupt.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
-    rclpy.init(args=args if args is not None else sys.argv)
+    # Inside the try, so that an interrupt at any moment after this (rclpy.init included) ends
+    # quietly; before it, commands.exit_quietly_on_signals does.
     node = None
     worker_ended = True
     status = 0
     try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
+        rclpy.init(args=args if args is not None else sys.argv)
         from .tagger import TaggerNode  # after init: importing torch takes seconds
         node = TaggerNode()
         executor = SingleThreadedExecutor()

@@ -259,6 +259,19 @@ def test_a_signal_during_inference_exits_at_once_and_cleanly(ros, tmp_path_facto
         process.stop()
 
 
+@pytest.mark.parametrize("after", [0.3, 0.6])
+def test_ctrl_c_while_modules_import_exits_at_once_and_cleanly(ros, tmp_path_factory, text_cache_dir,
+                                                               after):
+    """Ctrl-C in the first moments (rclpy importing, before the node's own handling is set)
+    once printed a KeyboardInterrupt traceback."""
+    process, _ = start(ros, tmp_path_factory, text_cache_dir, f"/importing_{int(after * 10)}")
+    try:
+        time.sleep(after)  # not a wait for anything: the moment of the Ctrl-C
+        assert_signal_ends_it_quickly(process, signal.SIGINT, f"{after} s after the start")
+    finally:
+        process.stop()
+
+
 def test_sigterm_while_the_vocabulary_is_encoded_exits_at_once_and_cleanly(ros, tmp_path_factory):
     """A signal during start-up (an empty text cache: configure encodes 45 names, seconds even
     with the fixture model) ends the node as quickly and quietly as one during a frame."""

@@ -206,6 +206,24 @@ def test_an_unanswered_frame_is_sent_again_until_its_tags_come_back(ros, video, 
     assert [frame_index(image_to_rgb(m)) for m, _ in received.items][-1] == FRAMES - 1
 
 
+@pytest.mark.parametrize("moment", [0.3, 1.0, "warning"])
+def test_ctrl_c_while_it_starts_exits_0_without_a_stack_trace(ros, video, tmp_path, moment):
+    """Ctrl-C while modules import (seconds) or while the node is built (parameters read, the
+    source opened, the executor made) once ended in a KeyboardInterrupt traceback."""
+    log = str(tmp_path / "source.log")
+    process = start("/interrupted", log, src=video)  # the typo's warning: the node is being built
+    try:
+        if moment == "warning":
+            wait_until(lambda: "unknown parameter" in read(log) or process.poll() is not None,
+                       START_S, "image_source building its node")
+        else:
+            time.sleep(moment)  # not a wait for anything: the moment of the Ctrl-C
+    finally:
+        code = stop(process)
+    assert code == 0, read(log)
+    assert "Traceback" not in read(log) and "Exception ignored" not in read(log), read(log)
+
+
 def test_an_unknown_parameter_is_named_with_the_closest_known_one(ros, video, tmp_path):
     """`-p src:=VIDEO` once published samples/ without a word."""
     log = str(tmp_path / "source.log")
