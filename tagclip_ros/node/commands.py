@@ -7,6 +7,7 @@ so that a shell without it gets one sentence saying what to source instead of a 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 
@@ -17,10 +18,17 @@ SOURCE_HINT = ("source the environment first: `. scripts/ros_env.sh .venv instal
 
 
 def exit_quietly_on_signals() -> None:
-    """Until the program sets its own handling: Ctrl-C or SIGTERM while modules import (seconds
-    for rclpy and torch) ends the process with status 0, without a stack trace."""
+    """Until the program sets its own handling: Ctrl-C or SIGTERM while modules import ends the
+    process at once with status 0, without a stack trace (an exception raised there could land
+    in the import machinery's callbacks, which print it and go on)."""
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: sys.exit(0))
+        signal.signal(signum, _exit_at_once)
+
+
+def _exit_at_once(signum: int, frame: object) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def missing_module() -> str | None:

@@ -13,6 +13,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from .param_checks import ParameterError
 
 _SIGNALLED = threading.Event()  # SIGINT or SIGTERM came: an error out of spin is its doing
+_BUILT = threading.Event()  # the node exists: from now on a signal ends it through its release
 
 
 def main(args: list[str] | None = None) -> int:
@@ -25,8 +26,9 @@ def main(args: list[str] | None = None) -> int:
     # rclpy's handler also shuts the context down, and the KeyboardInterrupt is raised wherever
     # the main thread is: inside rclpy taking a message or making a wait set it comes out as
     # rclpy's error instead (a RuntimeError from pybind11, an RCLError), equally an interrupt.
-    # Inside the try, so that an interrupt at any moment after this (rclpy.init included) ends
-    # quietly; before it, commands.exit_quietly_on_signals does.
+    # Until the node exists (rclpy.init, importing torch: seconds), a signal ends the process at
+    # once (a KeyboardInterrupt raised inside the import machinery's callbacks would be printed
+    # and lost); before this, commands.exit_quietly_on_signals does the same.
     node = None
     worker_ended = True
     status = 0
@@ -36,6 +38,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.init(args=args if args is not None else sys.argv)
         from .tagger import TaggerNode  # after init: importing torch takes seconds
         node = TaggerNode()
+        _BUILT.set()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
@@ -61,6 +64,8 @@ def main(args: list[str] | None = None) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     _SIGNALLED.set()
+    if not _BUILT.is_set():
+        _exit_now(0)  # nothing to release yet (rclpy's handler has shut the context down)
     raise KeyboardInterrupt
 
 
