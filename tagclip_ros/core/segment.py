@@ -35,7 +35,7 @@ from .precision import matmul_weights
 from .tagclip import AttentionVote, TagResult
 from .text import TextFeatureCache, default_cache_dir
 from .vit import VisionTower
-from .vocab import VOC_BACKGROUND, Vocabulary, validate_names
+from .vocab import VOC_BACKGROUND, Vocabulary, VocabularyStage, validate_names
 
 # CLIP-ES's background names (its BACKGROUND_CATEGORY), the default when the vocabulary has none.
 CLIPES_BACKGROUND: tuple[str, ...] = VOC_BACKGROUND
@@ -319,7 +319,7 @@ def clipes_model(loaded: LoadedModel) -> LoadedModel:
                        loaded.description + ", weights rounded through float16 as CLIP-ES loads them")
 
 
-class ClipEsSegmenter:
+class ClipEsSegmenter(VocabularyStage):
     """CLIP-ES label masks for given tags, over a vocabulary that can be swapped while it runs.
 
     Text features use the single CLIP-ES template and each class's `Vocabulary.prompt_name`
@@ -349,19 +349,6 @@ class ClipEsSegmenter:
         bg = self.text_cache.features(background, templates) if background else foreground[:0]
         with self._lock:
             self._vocab_state = (vocabulary, foreground, bg)
-
-    def sharing(self, vocabulary: Vocabulary, settings: SegmentationSettings) -> ClipEsSegmenter:
-        """A segmenter over `vocabulary` with `settings` that computes with this one's model
-        (as rounded), vision tower and text cache (no copy): run the two only one at a time."""
-        other = copy.copy(self)
-        other.settings = settings
-        other._lock = threading.Lock()
-        other.set_vocabulary(vocabulary)
-        return other
-
-    @property
-    def vocabulary(self) -> Vocabulary:
-        return self._vocab_state[0]
 
     def segment(self, rgb: np.ndarray, class_indices: Sequence[int],
                 trunk: Trunk | None = None) -> Segmentation:

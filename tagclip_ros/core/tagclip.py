@@ -7,7 +7,6 @@ of its region and averages the local and global scores. See ../shared/design/alg
 """
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from .profile import NO_TIMER, StageTimer
 from .reduce import flat_mean, row_means
 from .text import TextFeatureCache, default_cache_dir
 from .vit import AttentionHook, VisionTower
-from .vocab import Vocabulary
+from .vocab import Vocabulary, VocabularyStage
 
 # Logit added where the class token of a CWR crop may not look (the official value).
 OUTSIDE_REGION_PENALTY = -1000.0
@@ -171,7 +170,7 @@ def region_box(column: torch.Tensor, grid: tuple[int, int]) -> Crop | None:
     return Crop(-1, (x0, y0, x1, y1), region[y0:y1, x0:x1])
 
 
-class TagClip:
+class TagClip(VocabularyStage):
     """A TagCLIP classifier over a vocabulary that can be swapped while it runs."""
 
     def __init__(self, loaded: LoadedModel, vocabulary: Vocabulary,
@@ -189,20 +188,6 @@ class TagClip:
         features = self.text_cache.features(vocabulary.all_names, self.settings.templates)
         with self._lock:
             self._vocab_state = (vocabulary, features)
-
-    def sharing(self, vocabulary: Vocabulary, settings: TagClipSettings) -> TagClip:
-        """A classifier over `vocabulary` with `settings` that computes with this one's model,
-        vision tower and text cache (no copy, no second compile): run the two only one at a
-        time, as the tower's working memory is shared."""
-        other = copy.copy(self)
-        other.settings = settings
-        other._lock = threading.Lock()
-        other.set_vocabulary(vocabulary)
-        return other
-
-    @property
-    def vocabulary(self) -> Vocabulary:
-        return self._vocab_state[0]
 
     @torch.no_grad()
     def classify(self, rgb: np.ndarray, hook: AttentionHook | None = None,

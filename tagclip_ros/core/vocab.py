@@ -7,8 +7,13 @@ them, with COCO-Stuff's, into the dataset profiles that `load_vocabulary` resolv
 """
 from __future__ import annotations
 
+import copy
 import os
+import threading
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+S = TypeVar("S", bound="VocabularyStage")
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -129,3 +134,30 @@ def looks_like_path(spec: str) -> bool:
     "mynames.txt"), as no class name does."""
     extension = os.path.splitext(spec)[1][1:]
     return "," not in spec and ("/" in spec or os.sep in spec or extension.isalnum())
+
+
+class VocabularyStage:
+    """What TagCLIP and CLIP-ES share: a vocabulary (with its text features) swapped whole under
+    `_lock` between images, and siblings that compute with the same model and caches. A stage
+    sets `settings`, `_lock` and `_vocab_state` (the vocabulary first) and defines `set_vocabulary`."""
+
+    settings: Any
+    _lock: threading.Lock
+    _vocab_state: tuple
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        raise NotImplementedError
+
+    def sharing(self: S, vocabulary: Vocabulary, settings: Any) -> S:
+        """A stage over `vocabulary` with `settings` that computes with this one's model, vision
+        tower and text cache (no copy, no second compile): run the two only one at a time, as
+        the tower's working memory is shared."""
+        other = copy.copy(self)
+        other.settings = settings
+        other._lock = threading.Lock()
+        other.set_vocabulary(vocabulary)
+        return other
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self._vocab_state[0]
