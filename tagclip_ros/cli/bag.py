@@ -57,11 +57,13 @@ def temporal_setting(name: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+        try:
             TemporalSettings(**{name: value})
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(
-                str(exc) if "temporal" in str(exc) else f"{text!r} is not a "
-                f"{'whole number' if kind is int else 'number'}") from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
         return value
     return parse
 

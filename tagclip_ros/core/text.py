@@ -171,8 +171,9 @@ class FeatureStore:
 
     def read(self, key: str, name: str) -> np.ndarray | None:
         """The cached feature of `name`, or None when absent or not provably right."""
+        path = self.path(key, name)
         try:
-            record = _read_record(self.path(key, name), self._record_dtype(key, name))
+            record = _read_record(path, self._record_dtype(key, name))
         except Exception:  # any failure to parse untrusted bytes only means "not cached"
             return None
         if record is None or (str(record["name"]), str(record["templates"]),
@@ -181,7 +182,7 @@ class FeatureStore:
         feature = np.array(record["feature"], dtype=np.float32)
         if not self.is_valid(feature):
             return None
-        _mark_used(self.path(key, name))
+        _mark_used(path)
         return feature
 
     def write(self, key: str, name: str, feature: np.ndarray) -> None:

@@ -10,6 +10,7 @@ import importlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 # What each executable imports before it starts, in the order a missing one is named.
 NEEDED = ("rclpy", "sensor_msgs.msg", "vision_msgs.msg", "tagclip_ros.msg")
@@ -25,10 +26,16 @@ def exit_quietly_on_signals() -> None:
         signal.signal(signum, _exit_at_once)
 
 
-def _exit_at_once(signum: int, frame: object) -> None:
+def exit_now(status: int) -> NoReturn:
+    """End the process now, output flushed, without Python's shutdown: nothing it would run is
+    needed, and it could wait on (or, torch running on a thread, abort in) work being dropped."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
+
+
+def _exit_at_once(signum: int, frame: object) -> None:
+    exit_now(0)
 
 
 def missing_module() -> str | None:

@@ -1,15 +1,14 @@
 """Entry point of the `tagger_node` executable (also `python -m tagclip_ros.node.main`)."""
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
-from typing import NoReturn
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+from .commands import exit_now
 from .param_checks import ParameterError
 
 _SIGNALLED = threading.Event()  # SIGINT or SIGTERM came: an error out of spin is its doing
@@ -60,34 +59,24 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         _ignore_signals()  # try_shutdown put the handlers from before init back
     if not worker_ended:
-        _exit_now(status)
+        exit_now(status)
     return status
 
 
 def _interrupt(signum: int, frame: object) -> None:
     if not _SIGNALLED.is_set():
-        watchdog = threading.Timer(EXIT_DEADLINE_S, _exit_now, (0,))
+        watchdog = threading.Timer(EXIT_DEADLINE_S, exit_now, (0,))
         watchdog.daemon = True
         watchdog.start()
     _SIGNALLED.set()
     if not _BUILT.is_set():
-        _exit_now(0)  # nothing to release yet (rclpy's handler has shut the context down)
+        exit_now(0)  # nothing to release yet (rclpy's handler has shut the context down)
     raise KeyboardInterrupt
 
 
 def _ignore_signals() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-
-
-def _exit_now(status: int) -> NoReturn:
-    """End the process now, with ROS already shut down, leaving the frame that the worker thread
-    is still computing unfinished (its result was going to be dropped). A normal interpreter exit
-    would have to wait for that frame, and if it did not, would finalize while torch runs on the
-    thread, which aborts ("terminate called without an active exception", status -6)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 if __name__ == "__main__":
