@@ -332,10 +332,10 @@ def node_run(precision: str, method: str, weights: str, cache_dir: str, plan: Pl
         return {**row, **json.load(f)}
 
 
-def node_part(plan: Plan, weights: str, cache_dir: str) -> list[dict]:
-    """The node rows, one per precision and segmentation method asked for."""
+def node_part(plan: Plan, weights: str, cache_dir: str, folder: str) -> list[dict]:
+    """The node rows, one per precision and segmentation method asked for; each run's files go
+    in folder (the run's temporary folder)."""
     release(plan.device)
-    folder = tempfile.mkdtemp(prefix="bench_gpu_node_")
     return [node_run(p, m, weights, cache_dir, plan, folder)
             for p in plan.node_precisions for m in plan.node_methods]
 
@@ -542,7 +542,7 @@ def run(args: argparse.Namespace, plan: Plan) -> dict:
         weights, about = weights_for(args, folder)
         cache_dir = args.cache_dir or os.path.join(folder, "text")
         rows, deviation_rows, cameras = core_part(plan, weights, cache_dir)
-        node = node_part(plan, weights, cache_dir)
+        node = node_part(plan, weights, cache_dir, folder)
     results = {"benchmark": "gpu", "quick": plan.quick, "date": time.strftime("%Y-%m-%d"),
                "device": {"type": device.type, "name": device_name(device), "index": device.index},
                "software": software(), "weights": about,

@@ -48,6 +48,19 @@ torch_requirements() {
   torch_args=(-c "$constraints")
 }
 
+# A first install puts ~6.2 GB in the venv (pinned torch is a CUDA build) and unpacks wheels in
+# $TMPDIR: when the disk is short, say so before pip fails half-way with "No space left on device".
+FIRST_INSTALL_GB=8
+warn_if_disk_short() {
+  [ "$torch_mode" = pinned ] || return 0
+  compgen -G "$VENV/lib/python*/site-packages/torch" >/dev/null && return 0
+  local free_kb
+  free_kb=$(df -Pk "$VENV" "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR > 1 {print $4}' | sort -n | head -n 1)
+  [ -n "$free_kb" ] && [ "$free_kb" -lt $((FIRST_INSTALL_GB * 1024 * 1024)) ] || return 0
+  echo "[bootstrap] warning: only $((free_kb / 1024 / 1024)) GB free for $VENV or ${TMPDIR:-/tmp}," \
+    "and a first install needs about $FIRST_INSTALL_GB GB: pip may stop with 'No space left on device'" >&2
+}
+
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # A first run interrupted while making the venv leaves one without pip: make it again.
   if [ -e "$VENV" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
@@ -55,6 +68,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     rm -rf "$VENV"
   fi
   torch_requirements
+  warn_if_disk_short
   echo "[bootstrap] installing pinned dependencies (first time: a few minutes)"
   "$VENV/bin/python" -m pip install "${PIP[@]}" "${torch_args[@]}" \
     -r requirements/core.txt -r requirements/ros.txt -r requirements/test.txt \
