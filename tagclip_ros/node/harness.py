@@ -7,6 +7,7 @@ file, `-p` overrides and remaps.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,10 +63,26 @@ class TaggerProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._dump_stacks(f"still running {timeout:.0f} s after {signal.Signals(signum).name}")
                 self.process.kill()
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+    def _dump_stacks(self, why: str) -> None:
+        """Append the node's thread stacks to its log (py-spy, from requirements/test.txt), so a
+        node that outlives its stop leaves where it waits, not only its -9."""
+        spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+        if spy is None:
+            return
+        try:
+            dump = subprocess.run([spy, "dump", "--pid", str(self.process.pid)], capture_output=True,
+                                  text=True, timeout=60)
+            stacks = dump.stdout + dump.stderr
+        except (OSError, subprocess.TimeoutExpired) as error:
+            stacks = f"py-spy failed: {error}"
+        self._log.write(f"\n[harness] {why}; its stacks (py-spy dump):\n{stacks}\n")
+        self._log.flush()
 
 
 class Client:
