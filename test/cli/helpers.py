@@ -50,3 +50,14 @@ def run_in_process(*args: str, capsys) -> tuple[int, str, str]:
     code = main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def refused_in_process(*args: str, capsys) -> str:
+    """`tagclip ARGS` refused with status 2 (a usage error), run in this process: its stderr.
+    argparse's own refusals raise SystemExit, as they end the process."""
+    try:
+        code, _, err = run_in_process(*args, capsys=capsys)
+    except SystemExit as exited:
+        code, err = exited.code, capsys.readouterr().err
+    assert code == 2, err
+    return err

@@ -1,5 +1,6 @@
 """`tagclip bag` as a user runs it: real rosbag2 files (mcap and sqlite3) written with rosbags,
-the verb as a separate process, the output read back with the package's message definitions."""
+the verb as a separate process (in this one for its refusals), the output read back with the
+package's message definitions."""
 from __future__ import annotations
 
 import json
@@ -226,17 +227,23 @@ def test_bag_is_copied_and_tagged(storage, store, tmp_path, text_cache_dir):
         assert np.mean(mask == segmented) >= 0.999
 
 
-def test_existing_output_is_refused_and_topics_are_checked(store, tmp_path, text_cache_dir):
+def run_refused(*args: str, cache: str, capsys) -> str:
+    """`tagclip bag ARGS` refused before any work, run in this process as the usage errors
+    are (a subprocess would spend seconds importing torch): its stderr."""
+    return helpers.refused_in_process("bag", *args, "--weights", WEIGHTS, "--device", "cpu",
+                                      "--cache-dir", cache, capsys=capsys)
+
+
+def test_existing_output_is_refused_and_topics_are_checked(store, tmp_path, text_cache_dir, capsys):
     source, target = str(tmp_path / "in"), str(tmp_path / "out")
     write_bag(store, source, "mcap")
     os.makedirs(target)
 
-    refused = run_cli("bag", source, "--out", target, cache=text_cache_dir)
-    assert refused.returncode == 2 and "exists" in refused.stderr and "--overwrite" in refused.stderr
-    missing = run_cli("bag", source, "--out", target, "--overwrite", "--topic", "/nope",
-                      cache=text_cache_dir)
-    assert missing.returncode == 2 and "/nope" in missing.stderr
-    assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
+    refused = run_refused(source, "--out", target, cache=text_cache_dir, capsys=capsys)
+    assert "exists" in refused and "--overwrite" in refused
+    missing = run_refused(source, "--out", target, "--overwrite", "--topic", "/nope",
+                          cache=text_cache_dir, capsys=capsys)
+    assert "/nope" in missing and len(missing.strip().splitlines()) == 1 and "Traceback" not in missing
     only = run_cli("bag", source, "--out", target, "--overwrite", "--no-masks", "--method", "dmar",
                    "--topic", "/robot/mono/image", cache=text_cache_dir)
     assert only.returncode == 0, only.stderr
@@ -295,15 +302,13 @@ def test_temporal_gives_each_topic_the_stable_tags_of_its_own_frames(
             assert all("dog" in tagged for tagged in published[gap_at + 1:]), published
 
 
-def test_temporal_options_need_temporal(store, tmp_path, text_cache_dir):
+def test_temporal_options_need_temporal(store, tmp_path, text_cache_dir, capsys):
     source = str(tmp_path / "in")
     write_bag(store, source, "mcap")
-    refused = run_cli("bag", source, "--out", str(tmp_path / "out"), "--temporal-alpha", "0.3",
-                      cache=text_cache_dir)
-    assert refused.returncode == 2
-    assert refused.stderr.strip() == "error: --temporal-alpha applies only with --temporal (stable tags)"
-    out_of_range = run_cli("bag", source, "--out", str(tmp_path / "out"), "--temporal",
-                           "--temporal-release", "1.5", cache=text_cache_dir)
-    assert out_of_range.returncode == 2
-    assert "temporal.release must lie in [0, 1], not 1.5" in out_of_range.stderr
+    refused = run_refused(source, "--out", str(tmp_path / "out"), "--temporal-alpha", "0.3",
+                          cache=text_cache_dir, capsys=capsys)
+    assert refused.strip() == "error: --temporal-alpha applies only with --temporal (stable tags)"
+    out_of_range = run_refused(source, "--out", str(tmp_path / "out"), "--temporal",
+                               "--temporal-release", "1.5", cache=text_cache_dir, capsys=capsys)
+    assert "temporal.release must lie in [0, 1], not 1.5" in out_of_range
     assert not os.path.exists(tmp_path / "out")

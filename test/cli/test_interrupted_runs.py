@@ -24,7 +24,7 @@ from typing import IO, TypeVar
 import numpy as np
 
 from ..conftest import IMAGES, WEIGHTS
-from .helpers import STEMS, model_args, run_cli, snapshot, tag_lines
+from .helpers import STEMS, model_args, run_cli, run_in_process, snapshot, tag_lines
 
 BLOCKED = STEMS[2]  # astronaut and chelsea are done when the run is killed on coffee
 KILL_DEADLINE_S = 600
@@ -44,6 +44,13 @@ def image_folder(root: Path, blocked: str | None = None) -> Path:
         else:
             path.symlink_to(os.path.join(IMAGES, f"{stem}.jpg"))
     return root
+
+
+def run_uninterrupted(*args: str, cache: str, capsys) -> None:
+    """`tagclip ARGS` run whole, for the outputs a resumed run must equal: in this process
+    (the same code; the killed and resumed runs are the real processes under test)."""
+    code, _, err = run_in_process(*args, "--cache-dir", cache, capsys=capsys)
+    assert code == 0, err
 
 
 def cli_command(*args: str, cache: str) -> list[str]:
@@ -105,7 +112,7 @@ def stale_temporary(path: Path) -> Path:
     return temporary
 
 
-def test_killed_tag_run_resumes_to_the_same_tag_and_scores_files(tmp_path, text_cache_dir):
+def test_killed_tag_run_resumes_to_the_same_tag_and_scores_files(tmp_path, text_cache_dir, capsys):
     split = tmp_path / "split.txt"
     split.write_text("".join(f"{s}\n" for s in STEMS), encoding="utf-8")
 
@@ -114,8 +121,8 @@ def test_killed_tag_run_resumes_to_the_same_tag_and_scores_files(tmp_path, text_
 
     reference = tmp_path / "reference"
     reference.mkdir()
-    done = run_cli(*tag(image_folder(tmp_path / "images"), reference / "tags.txt"), cache=text_cache_dir)
-    assert done.returncode == 0, done.stderr
+    run_uninterrupted(*tag(image_folder(tmp_path / "images"), reference / "tags.txt"), cache=text_cache_dir,
+                      capsys=capsys)
     expected = contents(reference)
     assert expected["tags.txt"].decode() == tag_lines()  # the reference tags of the fixtures
 
@@ -141,7 +148,7 @@ def test_killed_tag_run_resumes_to_the_same_tag_and_scores_files(tmp_path, text_
     assert contents(out) == expected
 
 
-def test_killed_segment_run_resumes_to_the_same_masks_and_cams(tmp_path, text_cache_dir):
+def test_killed_segment_run_resumes_to_the_same_masks_and_cams(tmp_path, text_cache_dir, capsys):
     tags = tmp_path / "tags.txt"
     tags.write_text(tag_lines(), encoding="utf-8")
 
@@ -150,8 +157,8 @@ def test_killed_segment_run_resumes_to_the_same_masks_and_cams(tmp_path, text_ca
                 "--save-cams", *model_args())
 
     reference = tmp_path / "reference"
-    done = run_cli(*segment(image_folder(tmp_path / "images"), reference), cache=text_cache_dir)
-    assert done.returncode == 0, done.stderr
+    run_uninterrupted(*segment(image_folder(tmp_path / "images"), reference), cache=text_cache_dir,
+                      capsys=capsys)
     expected = contents(reference)
     assert sorted(expected) == sorted(f"{s}{e}" for s in STEMS for e in (".png", ".npy"))
 
@@ -173,13 +180,13 @@ def test_killed_segment_run_resumes_to_the_same_masks_and_cams(tmp_path, text_ca
     assert contents(out) == expected
 
 
-def test_killed_overlay_run_resumes_to_the_same_pictures(tmp_path, text_cache_dir):
+def test_killed_overlay_run_resumes_to_the_same_pictures(tmp_path, text_cache_dir, capsys):
     def overlay(root: Path, out: Path) -> tuple[str, ...]:
         return ("overlay", *(str(root / f"{s}.jpg") for s in STEMS), "--out", str(out), *model_args())
 
     reference = tmp_path / "reference"
-    done = run_cli(*overlay(image_folder(tmp_path / "images"), reference), cache=text_cache_dir)
-    assert done.returncode == 0, done.stderr
+    run_uninterrupted(*overlay(image_folder(tmp_path / "images"), reference), cache=text_cache_dir,
+                      capsys=capsys)
     expected = contents(reference)
     assert sorted(expected) == sorted(f"{s}_overlay.png" for s in STEMS)
 
@@ -241,14 +248,13 @@ def write_camera_bag(path: Path, frames: int) -> None:
             writer.write(connection, (i + 1) * 10**9, store.serialize_cdr(msg, msg.__msgtype__))
 
 
-def test_killed_bag_run_leaves_no_output_and_the_next_run_gives_the_same_bag(tmp_path, text_cache_dir):
+def test_killed_bag_run_leaves_no_output_and_the_next_run_gives_the_same_bag(tmp_path, text_cache_dir, capsys):
     source = tmp_path / "in"
     write_camera_bag(source, frames=8)
     bag = ("bag", str(source), "--vocab", "voc", "--weights", WEIGHTS, "--device", "cpu")
 
     reference = tmp_path / "reference"
-    done = run_cli(*bag, "--out", str(reference), cache=text_cache_dir)
-    assert done.returncode == 0, done.stderr
+    run_uninterrupted(*bag, "--out", str(reference), cache=text_cache_dir, capsys=capsys)
 
     out = tmp_path / "out"
     staging = tmp_path / "out.partial"

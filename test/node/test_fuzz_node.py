@@ -11,6 +11,7 @@ exit cleanly on SIGINT and logged no traceback and no unexpected per-frame failu
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from .test_fuzz import CompressedCase, RawCase, compressed_frames, raw_frames
 
 STARTUP_S = 240
 OUTCOME_S = 120  # one frame's outcome, on a busy 2-core machine
-RAW_CASES = 500
-COMPRESSED_CASES = 400
+# Each frame waits for a /diagnostics period (~0.1 s a frame on a 2-core machine), so the suite
+# sends a few hundred; a big run sets TAGCLIP_NODE_FUZZ_FRAMES (docs/benchmarks.md).
+RAW_CASES = int(os.environ.get("TAGCLIP_NODE_FUZZ_FRAMES", "200"))
+COMPRESSED_CASES = RAW_CASES * 4 // 5
 # Through the node, each frame costs a DDS round trip and a diagnostics period; well-formed
 # frames also an inference. No shrinking: a failure's first example is the report.
 NODE_FUZZ = dict(deadline=None, derandomize=True, database=None,
