@@ -248,7 +248,8 @@ def write_camera_bag(path: Path, frames: int) -> None:
             writer.write(connection, (i + 1) * 10**9, store.serialize_cdr(msg, msg.__msgtype__))
 
 
-def test_killed_bag_run_leaves_no_output_and_the_next_run_gives_the_same_bag(tmp_path, text_cache_dir, capsys):
+def test_killed_bag_run_leaves_no_output_and_the_next_run_gives_the_same_bag(
+        tmp_path, text_cache_dir, capsys):
     source = tmp_path / "in"
     write_camera_bag(source, frames=8)
     bag = ("bag", str(source), "--vocab", "voc", "--weights", WEIGHTS, "--device", "cpu")
