@@ -60,6 +60,13 @@ def peak_rss_mb(pid: int) -> float:
         return int(VMHWM.search(f.read()).group(1)) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user + system, in seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def camera_names(count: int) -> list[str]:
     return [f"cam{i}" for i in range(count)]
 
@@ -152,11 +159,15 @@ def one_node(params: dict, count: int, msg, seconds: float, rate: float) -> dict
     with client_session() as client, started(client, params, count, namespace) as tagger:
         feed = Feed(client, namespace, camera_names(count), msg)
         feed.warm_up()
+        node_cpu, feeder_cpu, start = cpu_seconds(tagger.process.pid), time.process_time(), time.perf_counter()
         answered = feed.stream(seconds, rate)
+        wall = time.perf_counter() - start
+        node_cpu, feeder_cpu = cpu_seconds(tagger.process.pid) - node_cpu, time.process_time() - feeder_cpu
         rss = peak_rss_mb(tagger.process.pid)
     return {"cameras": count, "seconds": seconds, "rate_hz": rate,
             "fps_total": sum(answered.values()) / seconds,
-            "fps_per_camera": {c: n / seconds for c, n in answered.items()}, "peak_rss_mb": rss}
+            "fps_per_camera": {c: n / seconds for c, n in answered.items()}, "peak_rss_mb": rss,
+            "node_cpu_cores": node_cpu / wall, "feeder_cpu_cores": feeder_cpu / wall}
 
 
 def separate_nodes(params: dict, count: int, msg, seconds: float, rate: float) -> dict:
@@ -198,16 +209,19 @@ def markdown(results: dict) -> str:
     lines = [f"Device {results['device']}, {results['size']} rgb8 at {results['rate_hz']:.0f} Hz per camera, "
              f"segmentation {results['method']}, batching {results['batching']}, "
              f"weights {results['weights']}.",
-             "", "| node | cameras | frames/s summed | per camera | peak RSS |", "|---|---|---|---|---|"]
+             "", "| node | cameras | frames/s summed | per camera | peak RSS | node CPU | feeder CPU |",
+             "|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
         shares = ", ".join(f"{v:.2f}" for v in row["fps_per_camera"].values())
         lines.append(f"| one | {row['cameras']} | {row['fps_total']:.2f} | {shares} | "
-                     f"{row['peak_rss_mb']:.0f} MB |")
+                     f"{row['peak_rss_mb']:.0f} MB | {row['node_cpu_cores']:.2f} | {row['feeder_cpu_cores']:.2f} |")
     separate = results.get("separate")
     if separate:
         each = " + ".join(f"{v:.0f}" for v in separate["peak_rss_mb_each"])
         lines.append(f"| {separate['nodes']} separate | 1 each | {separate['fps_total']:.2f} | – | "
-                     f"{separate['peak_rss_mb']:.0f} MB ({each}) |")
+                     f"{separate['peak_rss_mb']:.0f} MB ({each}) | – | – |")
+    lines += ["", "CPU: cores busy while streaming (CPU seconds / wall seconds) for the node and for "
+              "the benchmark's own process, which publishes the frames and takes the answers."]
     check = results.get("criterion")
     if check:
         lines += ["", f"Peak RSS of the three-camera node / the one-camera node's: {check['ratio']:.3f} "
