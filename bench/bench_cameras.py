@@ -159,7 +159,8 @@ def one_node(params: dict, count: int, msg, seconds: float, rate: float) -> dict
     with client_session() as client, started(client, params, count, namespace) as tagger:
         feed = Feed(client, namespace, camera_names(count), msg)
         feed.warm_up()
-        node_cpu, feeder_cpu, start = cpu_seconds(tagger.process.pid), time.process_time(), time.perf_counter()
+        node_cpu, feeder_cpu = cpu_seconds(tagger.process.pid), time.process_time()
+        start = time.perf_counter()
         answered = feed.stream(seconds, rate)
         wall = time.perf_counter() - start
         node_cpu, feeder_cpu = cpu_seconds(tagger.process.pid) - node_cpu, time.process_time() - feeder_cpu
@@ -214,7 +215,8 @@ def markdown(results: dict) -> str:
     for row in results["rows"]:
         shares = ", ".join(f"{v:.2f}" for v in row["fps_per_camera"].values())
         lines.append(f"| one | {row['cameras']} | {row['fps_total']:.2f} | {shares} | "
-                     f"{row['peak_rss_mb']:.0f} MB | {row['node_cpu_cores']:.2f} | {row['feeder_cpu_cores']:.2f} |")
+                     f"{row['peak_rss_mb']:.0f} MB | {row['node_cpu_cores']:.2f} | "
+                     f"{row['feeder_cpu_cores']:.2f} |")
     separate = results.get("separate")
     if separate:
         each = " + ".join(f"{v:.0f}" for v in separate["peak_rss_mb_each"])
