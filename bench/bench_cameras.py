@@ -2,12 +2,13 @@
 beside one-camera nodes.
 
 For each camera count N, starts one tagger as a real process with `cameras: [cam0 .. camN-1]`
-and feeds every camera W×H rgb8 frames (default 640×480) at --rate Hz for --seconds, after a
-warm-up frame per camera sent one at a time. Reports the frames answered per second summed over
-the cameras, each camera's share (the scheduler serves them in turn, so the shares are equal
-within a frame or two) and the node's peak RSS (VmHWM, read from /proc while it runs). Then, as
-the memory baseline, N separate one-camera nodes at once (--separate N, default 3): their peak
-RSS summed.
+and feeds every camera W×H rgb8 frames (default 640×480; JPEG with --transport compressed) at
+--rate Hz for --seconds, after a warm-up frame per camera sent one at a time. Reports the frames
+answered per second summed over the cameras, each camera's share (the scheduler serves them in
+turn, so the shares are equal within a frame or two), the node's peak RSS (VmHWM, read from
+/proc while it runs) and the CPU the node and this process (the feeder) used while streaming.
+Then, as the memory baseline, N separate one-camera nodes at once (--separate N, default 3):
+their peak RSS summed.
 
 Criterion checked (PASS/FAIL): the peak RSS of the three-camera node is within 15 % of the
 one-camera node's (one model and one text cache for all cameras).
@@ -17,6 +18,7 @@ loading path), so memory and speed are those of the real geometry; --weights tak
 
     .venv/bin/python bench/bench_cameras.py [--cameras 1,2,3,4] [--separate 3] [--seconds 30]
         [--rate 30] [--size 640x480] [--method clipes|dmar|none] [--batching auto|on|off]
+        [--transport raw|compressed]
         [--device cpu] [--weights FILE] [--quick] [--out bench/results/cameras]
 
 --quick: cameras 1 and 3, 10 s each, separate nodes 3 with 10 s (a few minutes on a CPU).
@@ -36,13 +38,14 @@ from contextlib import ExitStack, contextmanager
 
 import rclpy
 from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage
 from tqdm import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from tagclip_ros.msg import TagArray  # noqa: E402
-from tagclip_ros.node.conversions import rgb_to_image  # noqa: E402
+from tagclip_ros.node.conversions import rgb_to_compressed, rgb_to_image  # noqa: E402
 from tagclip_ros.node.harness import LATCHED, Client, TaggerProcess, wait_until  # noqa: E402
 from bench_node import frame_size, node_params, sample_frame  # noqa: E402
 from results_io import save_results  # noqa: E402
@@ -77,7 +80,8 @@ class Feed:
 
     def __init__(self, client: Client, namespace: str, cameras: list[str], msg) -> None:
         self.msg = msg
-        self.publishers = {c: client.node.create_publisher(type(msg), f"{namespace}/{c}/image",
+        topic = "image/compressed" if isinstance(msg, CompressedImage) else "image"
+        self.publishers = {c: client.node.create_publisher(type(msg), f"{namespace}/{c}/{topic}",
                                                            qos_profile_sensor_data) for c in cameras}
         self.answers: dict[str, dict[tuple[int, int], float]] = {c: {} for c in cameras}
         for camera in cameras:
@@ -207,7 +211,9 @@ def criterion(rows: list[dict]) -> dict | None:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Device {results['device']}, {results['size']} rgb8 at {results['rate_hz']:.0f} Hz per camera, "
+    encoding = "JPEG" if results.get("transport") == "compressed" else "rgb8"
+    lines = [f"Device {results['device']}, {results['size']} {encoding} at {results['rate_hz']:.0f} Hz "
+             "per camera, "
              f"segmentation {results['method']}, batching {results['batching']}, "
              f"weights {results['weights']}.",
              "", "| node | cameras | frames/s summed | per camera | peak RSS | node CPU | feeder CPU |",
@@ -250,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=frame_size, default=(640, 480), help="frame WxH")
     parser.add_argument("--method", choices=("clipes", "dmar", "none"), default="clipes")
     parser.add_argument("--batching", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--transport", choices=("raw", "compressed"), default="raw",
+                        help="rgb8 frames on image, or JPEG on image/compressed (image_transport)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--weights", help="checkpoint (default: a random ViT-B/16, OpenAI format)")
     parser.add_argument("--quick", action="store_true", help="cameras 1 and 3, 10 s each")
@@ -260,15 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     cache = tempfile.mkdtemp(prefix="bench_cameras_")
     weights = args.weights or default_weights(os.path.join(tempfile.gettempdir(), "tagclip_bench_weights"))
     params = {**node_params(weights, args.method, args.device, text_cache_dir=cache),
-              "batching": args.batching}
+              "batching": args.batching, "image_transport": args.transport}
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     from std_msgs.msg import Header
-    msg = rgb_to_image(sample_frame(args.size), Header())
+    convert = rgb_to_compressed if args.transport == "compressed" else rgb_to_image
+    msg = convert(sample_frame(args.size), Header())
     rows = [one_node(params, n, msg, seconds, args.rate) for n in counts]
     separate = separate_nodes(params, args.separate, msg, seconds, args.rate) if args.separate else None
     results = {"device": args.device, "size": f"{args.size[0]}x{args.size[1]}", "rate_hz": args.rate,
-               "method": args.method, "batching": args.batching,
+               "method": args.method, "batching": args.batching, "transport": args.transport,
                "weights": "random ViT-B/16" if not args.weights else os.path.basename(args.weights),
                "rows": rows, "separate": separate, "criterion": criterion(rows)}
     save_results(args.out + ("_quick" if args.quick else ""), results, markdown(results))

@@ -166,6 +166,12 @@ def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
                  is_bigendian=0, step=rgb.shape[1] * 3, data=np.ascontiguousarray(rgb).tobytes())
 
 
+def rgb_to_compressed(rgb: np.ndarray, header: Header) -> CompressedImage:
+    """sensor_msgs/CompressedImage (JPEG, OpenCV's default quality) from an RGB uint8 array."""
+    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return CompressedImage(header=header, format="jpeg", data=jpeg.tobytes())
+
+
 def mask_to_image(mask: np.ndarray, header: Header, num_classes: int) -> Image:
     """Label mask as mono8 when every id fits in a byte (≤ 255 classes), else mono16."""
     if num_classes <= 255:

@@ -27,7 +27,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import cv2
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
@@ -40,7 +39,7 @@ from std_msgs.msg import Header
 
 from ..core.frames import Frame, SourceError, open_source, stream
 from ..msg import TagArray
-from .conversions import rgb_to_image
+from .conversions import rgb_to_compressed, rgb_to_image
 from .param_checks import given_at_start, type_reason, unknown_parameter_warnings
 
 PACE_TIMEOUT_S = 30.0
@@ -178,11 +177,7 @@ class ImageSource(Node):
         self.sent[(header.stamp.sec, header.stamp.nanosec)] = frame.name
         if len(self.sent) > MAX_PENDING:
             del self.sent[next(iter(self.sent))]
-        if self.settings.compressed:
-            _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
-            msg = CompressedImage(header=header, format="jpeg", data=jpeg.tobytes())
-        else:
-            msg = rgb_to_image(frame.rgb, header)
+        msg = (rgb_to_compressed if self.settings.compressed else rgb_to_image)(frame.rgb, header)
         self.publisher.publish(msg)
         self.count += 1
         self.first_sent = self.last_sent = time.monotonic()

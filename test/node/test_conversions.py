@@ -113,6 +113,18 @@ def test_jpeg_png_and_gray_jpeg():
     assert conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=gray.tobytes())).shape == (6, 8, 3)
 
 
+def test_rgb_to_compressed_is_a_jpeg_of_the_pixels_with_the_header():
+    """What image_source publishes with compressed:=true: OpenCV's JPEG of the RGB pixels
+    (channel order kept), which the node's own decoding reads back."""
+    header = Header(stamp=Time(sec=3, nanosec=4), frame_id="cam")
+    msg = conversions.rgb_to_compressed(RGB, header)
+    assert msg.format == "jpeg" and msg.header == header
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR))
+    assert bytes(msg.data) == jpeg.tobytes()
+    np.testing.assert_array_equal(conversions.compressed_to_rgb(msg),
+                                  cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+
+
 @pytest.mark.parametrize("data", [b"", b"\xff\xd8\xff\xe0garbage", bytes(50)])
 def test_corrupt_compressed_frames(data):
     with pytest.raises(FrameError):
