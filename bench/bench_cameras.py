@@ -265,17 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     counts = [1, 3] if args.quick else [int(c) for c in args.cameras.split(",")]
     seconds = 10.0 if args.quick else args.seconds
-    cache = tempfile.mkdtemp(prefix="bench_cameras_")
     weights = args.weights or default_weights(os.path.join(tempfile.gettempdir(), "tagclip_bench_weights"))
-    params = {**node_params(weights, args.method, args.device, text_cache_dir=cache),
-              "batching": args.batching, "image_transport": args.transport}
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     from std_msgs.msg import Header
     convert = rgb_to_compressed if args.transport == "compressed" else rgb_to_image
     msg = convert(sample_frame(args.size), Header())
-    rows = [one_node(params, n, msg, seconds, args.rate) for n in counts]
-    separate = separate_nodes(params, args.separate, msg, seconds, args.rate) if args.separate else None
+    with tempfile.TemporaryDirectory(prefix="bench_cameras_") as cache:  # text features, shared by the runs
+        params = {**node_params(weights, args.method, args.device, text_cache_dir=cache),
+                  "batching": args.batching, "image_transport": args.transport}
+        rows = [one_node(params, n, msg, seconds, args.rate) for n in counts]
+        separate = separate_nodes(params, args.separate, msg, seconds, args.rate) if args.separate else None
     results = {"device": args.device, "size": f"{args.size[0]}x{args.size[1]}", "rate_hz": args.rate,
                "method": args.method, "batching": args.batching, "transport": args.transport,
                "weights": "random ViT-B/16" if not args.weights else os.path.basename(args.weights),
