@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+import psutil
 import rclpy
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage
@@ -64,10 +65,9 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far, user + system, in seconds (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """A process's CPU time so far, user + system, in seconds."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def camera_names(count: int) -> list[str]:
@@ -163,11 +163,11 @@ def one_node(params: dict, count: int, msg, seconds: float, rate: float) -> dict
     with client_session() as client, started(client, params, count, namespace) as tagger:
         feed = Feed(client, namespace, camera_names(count), msg)
         feed.warm_up()
-        node_cpu, feeder_cpu = cpu_seconds(tagger.process.pid), time.process_time()
-        start = time.perf_counter()
+        pids = (tagger.process.pid, os.getpid())  # the node, and this process feeding it
+        before, start = [cpu_seconds(pid) for pid in pids], time.perf_counter()
         answered = feed.stream(seconds, rate)
         wall = time.perf_counter() - start
-        node_cpu, feeder_cpu = cpu_seconds(tagger.process.pid) - node_cpu, time.process_time() - feeder_cpu
+        node_cpu, feeder_cpu = (cpu_seconds(pid) - used for pid, used in zip(pids, before))
         rss = peak_rss_mb(tagger.process.pid)
     return {"cameras": count, "seconds": seconds, "rate_hz": rate,
             "fps_total": sum(answered.values()) / seconds,
