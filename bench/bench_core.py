@@ -64,12 +64,13 @@ sys.path.insert(0, REPO)
 
 from tagclip_ros.core import (TagClip, TagClipSettings, TextFeatureCache, Vocabulary,  # noqa: E402
                               load_vocabulary)
-from tagclip_ros.core.image import DEFAULT_MAX_INPUT_SIDE, model_input_size, prepare_image  # noqa: E402
+from tagclip_ros.core.image import DEFAULT_MAX_INPUT_SIDE, model_input_size  # noqa: E402
+from tagclip_ros.core.transform import prepare_image  # noqa: E402
 from tagclip_ros.core.device import PRECISIONS  # noqa: E402
 from tagclip_ros.core.pipeline import Perceived, Perception  # noqa: E402
 from tagclip_ros.core.loading import LoadedModel, from_model  # noqa: E402
 from tagclip_ros.core.prompts import resolve_templates  # noqa: E402
-from tagclip_ros.core.tagclip import TagResult  # noqa: E402
+from tagclip_ros.core.tags import TagResult  # noqa: E402
 from tagclip_ros.core.text import encode_names  # noqa: E402
 from tagclip_ros.core.vit import VisionTower  # noqa: E402
 from stages import (FrameTiming, cpu_bf16_refusal, deviation, median_timing, parse_precisions,  # noqa: E402

@@ -30,8 +30,8 @@ from tagclip_ros.core import TextFeatureCache, load_vocabulary, read_image  # no
 from tagclip_ros.core.image import image_files  # noqa: E402
 from tagclip_ros.core.loading import from_model  # noqa: E402
 from tagclip_ros.core.pipeline import Perception  # noqa: E402
-from tagclip_ros.core.segment import SegmentationSettings, Trunk, dmar_segment  # noqa: E402
-from tagclip_ros.core.tagclip import TagClipSettings  # noqa: E402
+from tagclip_ros.core.segment import Trunk, dmar_segment  # noqa: E402
+from tagclip_ros.core.settings import SegmentationSettings, TagClipSettings  # noqa: E402
 
 
 def median_seconds(fn, repeats: int) -> tuple[float, object]:

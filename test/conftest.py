@@ -16,6 +16,9 @@ FIXTURES = os.environ.get("TAGCLIP_FIXTURES") or os.path.join(os.path.dirname(RE
 REFERENCE = os.path.join(FIXTURES, "reference")
 WEIGHTS = os.path.join(REFERENCE, "clip_tiny12_seed1.pt")
 IMAGES = os.path.join(REFERENCE, "images")
+# The libraries that building a model loads (about 4 s and 850 MB on this machine's CPU build):
+# what must stay out of the processes that need no model (the feeder, `tagclip --help`).
+MODEL_LIBRARIES = ("torch", "torchvision", "open_clip", "timm")
 
 
 class WritesMarker:

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in VERBS.items():
         try:
             module = importlib.import_module(f".{module_name}", __name__)
-        except ModuleNotFoundError as exc:  # e.g. open_clip: `doctor` must still run and say so
+        except ModuleNotFoundError as exc:  # e.g. cv2: `doctor` must still run and say so
             sub = verbs.add_parser(name, help=f"(unavailable: {exc.name} is not installed)")
             sub.set_defaults(run=missing_package(name, exc.name), usage_error=sub.error)
             sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def missing_package(verb: str, module: str | None) -> Callable[[argparse.Namespace], int]:
-    """The `run` of a verb whose module cannot be imported: one sentence saying what to do."""
+    """The `run` of a verb that needs a module which is not installed: one sentence saying
+    what to do."""
     def run(args: argparse.Namespace) -> int:
         print(f"error: tagclip {verb} needs the Python module {module!r}, which is not installed: "
               "install requirements/core.txt (scripts/bootstrap.sh does), or, on a machine without "
@@ -52,12 +53,8 @@ def missing_package(verb: str, module: str | None) -> Callable[[argparse.Namespa
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions a user can fix, printed as one sentence (imported late: see build_parser)."""
-    try:
-        from ..core.crf import CrfUnavailableError
-        from ..core.loading import WeightsError
-    except ImportError:  # without open_clip only `doctor` runs, and it raises neither
-        return ValueError, OSError
+    """The exceptions a user can fix, printed as one sentence."""
+    from ..core.errors import CrfUnavailableError, WeightsError
     return WeightsError, ValueError, OSError, CrfUnavailableError
 
 
@@ -73,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:  # open_clip, torch: the verbs import them once they need them
+        return missing_package(args.verb, exc.name)(args)
     except Exception as exc:
         if not isinstance(exc, user_errors()):
             raise

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 from ..core.depth import DEFAULT_MAX_DELAY
-from ..core.pipeline import SEGMENTATION_METHODS
+from ..core.settings import SEGMENTATION_METHODS
 from ..core.temporal import ENABLED_HELP, SETTING_HELP, TemporalSettings
 from .common import EXIT_SOME_FAILED, add_model_arguments, build_perception, profile_from, report
 

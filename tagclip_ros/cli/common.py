@@ -1,24 +1,32 @@
 """What the `tagclip` verbs share: model and vocabulary options, image lists, progress and
-failure reporting, exit codes."""
+failure reporting, exit codes.
+
+The model's modules (torch, open_clip) are imported by the functions that build a model, not
+here: `tagclip --help` and usage errors answer without loading them (about 4 s).
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
-from ..core import (ImageError, LoadedModel, TagClip, TagClipSettings, TagResult, TextFeatureCache,
-                    default_cache_dir, load_model, read_image)
-from ..core.device import PRECISIONS
-from ..core.image import DEFAULT_MAX_INPUT_SIDE, check_max_side, downscale_note, image_files
-from ..core.loading import weights_setting
-from ..core.pipeline import Perception
 from ..core.dataset_profiles import PROFILES, DatasetProfile, affinity_start, resolve_profile
+from ..core.image import (DEFAULT_MAX_INPUT_SIDE, ImageError, check_max_side, downscale_note, image_files,
+                          read_image)
+from ..core.settings import PRECISION_NAMES, TagClipSettings, default_cache_dir
+from ..core.tags import TagResult
 from . import EXIT_USAGE  # noqa: F401 (the verbs take it from here)
+
+if TYPE_CHECKING:
+    from ..core.loading import LoadedModel
+    from ..core.pipeline import Perception
+    from ..core.tagclip import TagClip
+    from ..core.text import TextFeatureCache
 
 PROGRESS_MIN_IMAGES = 5
 EXIT_SOME_FAILED = 1
@@ -33,7 +41,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default="ViT-B-16", help="open_clip architecture name")
     group.add_argument("--pretrained", default="openai", help="open_clip pretrained tag")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    group.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
+    group.add_argument("--precision", default="fp32", choices=PRECISION_NAMES,
                        help="fp32; bf16 (CPU or CUDA: about 2x faster on CPUs with bf16 "
                             "instructions); fp16 (CUDA). docs/precision.md")
     group.add_argument("--compile", action="store_true",
@@ -135,6 +143,8 @@ def tag_settings(args: argparse.Namespace, profile: DatasetProfile) -> TagClipSe
 
 def load_model_from(args: argparse.Namespace) -> tuple[LoadedModel, TextFeatureCache]:
     """The model and its text-feature cache from parsed arguments (raises WeightsError)."""
+    from ..core.loading import load_model, weights_setting
+    from ..core.text import TextFeatureCache
     loaded = load_model(args.model, args.pretrained, weights_setting(args.weights), args.device,
                         args.precision, args.compile)
     return loaded, TextFeatureCache(loaded, args.cache_dir or None)
@@ -142,7 +152,8 @@ def load_model_from(args: argparse.Namespace) -> tuple[LoadedModel, TextFeatureC
 
 def build_classifier(args: argparse.Namespace, profile: DatasetProfile | None = None) -> TagClip:
     """Model, profile and TagCLIP from parsed arguments (raises ValueError/WeightsError)."""
-    profile = profile or profile_from(args)
+    profile = profile or profile_from(args)  # a mistyped --vocab is said before torch loads
+    from ..core.tagclip import TagClip
     loaded, cache = load_model_from(args)
     return TagClip(loaded, profile.vocabulary, tag_settings(args, profile), cache)
 
@@ -150,6 +161,7 @@ def build_classifier(args: argparse.Namespace, profile: DatasetProfile | None = 
 def build_perception(args: argparse.Namespace, profile: DatasetProfile) -> Perception:
     """Model, TagCLIP and CLIP-ES over the profile from parsed arguments, for the verbs that
     classify and then segment (raises WeightsError)."""
+    from ..core.pipeline import Perception
     loaded, cache = load_model_from(args)
     return Perception.for_profile(loaded, profile, cache, tag_overrides(args))
 

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from ..core import dataset
 from ..core.dataset import SplitEntry
 from ..core.overlay import render_overlay, tag_captions
-from ..core.pipeline import SEGMENTATION_METHODS
+from ..core.settings import SEGMENTATION_METHODS
 from ..core.dataset_profiles import DatasetProfile
 from .common import (add_model_arguments, build_perception, expand_images, finish, profile_from,
                      read_each, report_skipped)

@@ -1,21 +1,28 @@
-"""`tagclip segment`: label-mask PNGs (and CAMs) for the tags of a tag file, resumable."""
+"""`tagclip segment`: label-mask PNGs (and CAMs) for the tags of a tag file, resumable.
+
+The model's and the CRF's modules are imported where they are used, so that `--help` and
+usage errors answer without loading torch (see common.py).
+"""
 from __future__ import annotations
 
 import argparse
 import os
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core import TagClip, dataset
-from ..core.crf import CrfSettings, crf_label_mask, require_crf
+from ..core import dataset
 from ..core.dataset import SplitEntry
-from ..core.pipeline import SEGMENTATION_METHODS, profile_settings
 from ..core.dataset_profiles import DatasetProfile
-from ..core.segment import ClipEsSegmenter, Segmentation, SegmentationSettings, dmar_segment
+from ..core.settings import SEGMENTATION_METHODS, SegmentationSettings
 from . import ray_jobs
 from .common import (add_model_arguments, add_split_arguments, finish, load_model_from, profile_from,
                      read_each, report, report_skipped, tag_overrides)
+
+if TYPE_CHECKING:
+    from ..core.segment import Segmentation
+    Segmenter = Callable[[np.ndarray, list[int]], Segmentation]  # (rgb, class ids) → result
 
 HELP = "label-mask PNGs for the tags of a tag file"
 DESCRIPTION = ("Writes OUT/<stem>.png (palette PNG: 0 background, class id + 1) for the "
@@ -41,14 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ray_jobs.add_ray_arguments(parser)
 
 
-Segmenter = Callable[[np.ndarray, list[int]], Segmentation]
-
-
 def build_segmenter(args: argparse.Namespace,
                     profile: DatasetProfile) -> tuple[Segmenter, SegmentationSettings]:
     """A function (rgb, class ids) → Segmentation by the chosen method, and its settings.
     CLIP-ES needs no TagCLIP (and so no 85-template text features); DMAR classifies to get
     its maps."""
+    from ..core.pipeline import profile_settings
+    from ..core.segment import ClipEsSegmenter, dmar_segment
+    from ..core.tagclip import TagClip
     tag, settings = profile_settings(profile, tag_overrides(args))
     loaded, cache = load_model_from(args)
     if args.method == "clipes":
@@ -66,6 +73,7 @@ def segment_image(rgb: np.ndarray, ids: list[int], segmenter: Segmenter,
     result = segmenter(rgb, ids)
     mask = result.mask
     if args.crf:
+        from ..core.crf import CrfSettings, crf_label_mask
         crf = CrfSettings(official_colour_wrap=args.crf_colours == "official")
         mask = crf_label_mask(rgb, result.cams, result.class_indices, settings.background_power, crf)
     return mask, result.cams
@@ -107,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if not profile.background_channel:
             raise ValueError(f"--crf is not available for {args.vocab}, whose masks have no "
                              "background channel; run without --crf")
+        from ..core.crf import require_crf
         require_crf()
     entries = segment_inputs(args, len(profile.vocabulary.classes))
 

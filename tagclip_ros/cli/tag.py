@@ -6,15 +6,20 @@ import argparse
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core import TagClip, TagResult, dataset, metrics
+from ..core import dataset, metrics
 from ..core.dataset import SplitEntry
 from ..core.dataset_profiles import DatasetProfile
+from ..core.tags import TagResult
 from . import ray_jobs
 from .common import (add_model_arguments, add_split_arguments, build_classifier, classify_each,
                      expand_images, finish, profile_from, report, report_skipped, tag_settings)
+
+if TYPE_CHECKING:
+    from ..core.tagclip import TagClip
 
 HELP = "write a tag file ('stem id id ...') for a split or images"
 DESCRIPTION = ("Tags every image into a tag file in the official classify.py format "

@@ -12,9 +12,9 @@ from typing import Any
 # exported name → the module of this package that defines it
 _EXPORTS = {
     "ImageError": "image", "read_image": "image", "to_rgb": "image",
-    "LoadedModel": "loading", "WeightsError": "loading", "load_model": "loading",
-    "Tag": "tagclip", "TagClip": "tagclip", "TagClipSettings": "tagclip", "TagResult": "tagclip",
-    "TextFeatureCache": "text", "default_cache_dir": "text",
+    "LoadedModel": "loading", "WeightsError": "errors", "load_model": "loading",
+    "Tag": "tags", "TagClip": "tagclip", "TagClipSettings": "settings", "TagResult": "tags",
+    "TextFeatureCache": "text", "default_cache_dir": "settings",
     "Vocabulary": "vocab", "BUILTIN": "dataset_profiles", "load_vocabulary": "dataset_profiles",
 }
 

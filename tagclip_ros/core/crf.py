@@ -21,14 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .segment import CAM_STORAGE_DTYPE, mask_values, with_background
+from .dataset import CAM_STORAGE_DTYPE
+from .errors import CrfUnavailableError
+from .segment import mask_values, with_background
 
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
 UNARY_CLIP = 1e-5
-
-
-class CrfUnavailableError(RuntimeError):
-    """The dense CRF binding is not installed."""
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,14 @@ import numpy as np
 from PIL import Image
 
 from .overlay import palette
-from .segment import CAM_STORAGE_DTYPE
 
 IGNORE_LABEL = 255
 MAX_MASK_CLASSES = IGNORE_LABEL - 1  # ids 1..254 fit an 8-bit mask beside background and ignore
 PARTIAL_SUFFIX = ".partial"  # temporaries: .NAME.<random>.partial beside NAME
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk that closes every PNG
+# The precision the official pipeline stores refined CAMs in (`attn_highres`), and in which its
+# evaluation takes the label mask's argmax (core/segment.py rounds to it too).
+CAM_STORAGE_DTYPE = np.float16
 T = TypeVar("T")
 V = TypeVar("V")
 

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import cocostuff
-from .segment import SegmentationSettings
-from .tagclip import TagClipSettings
+from .settings import SegmentationSettings, TagClipSettings
 from .vocab import (COCO_BACKGROUND, COCO_CLASSES, COCO_SEGMENTATION_NAMES, VOC_BACKGROUND,
                     VOC_CLASSES, VOC_SEGMENTATION_NAMES, Vocabulary, parse_names)
 

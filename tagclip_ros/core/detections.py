@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .tagclip import Tag
+from .tags import Tag
 
 DEFAULT_MIN_AREA = 0.001  # a region's least share of the image's pixels
 

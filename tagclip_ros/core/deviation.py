@@ -17,7 +17,7 @@ from .loading import LoadedModel
 from .pipeline import Perception
 from .dataset_profiles import DatasetProfile
 from .segment import dmar_segment
-from .tagclip import TagResult
+from .tags import TagResult
 from .text import TextFeatureCache
 
 METHODS = ("clipes", "dmar")

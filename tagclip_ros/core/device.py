@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 
-PRECISIONS: dict[str, torch.dtype] = {
-    "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-}
+from .settings import PRECISION_NAMES
+
+PRECISIONS: dict[str, torch.dtype] = dict(zip(PRECISION_NAMES,
+                                              (torch.float32, torch.float16, torch.bfloat16)))
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

@@ -1,23 +1,21 @@
-"""Image input: reading files, converting arrays to RGB, and CLIP's native-resolution transform.
+"""Image input: reading files, converting arrays to RGB, and the size the model sees.
 
 TagCLIP feeds the image at (about) its own size: each side rounded up to a multiple of the patch
-size, resized with PIL's bicubic filter (what the official torchvision transform does on PIL
-images; OpenCV's bicubic differs by far more than the 1e-4 score tolerance), then normalised
-with CLIP's mean and std.
+size (`model_input_size`; the resize and normalisation are in transform.py).
 
 Large inputs are downscaled in that same single resize: with a `max_side`, the longer side fed
 to the model is at most `max_side` (rounded up to whole patches). This is CLIP-ES's own
 multi-scale transform with a scale below 1 (each side `ceil(scale·side / patch)·patch`); the
 maps computed on the patch grid are upsampled straight to the input's size, as CLIP-ES does at
 every scale. It bounds memory: the attention maps grow with the square of the token count.
+
+No torch here: the camera feeder and the command line's argument checks import this module.
 """
 from __future__ import annotations
 
 import os
 
 import numpy as np
-import torch
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image, UnidentifiedImageError
 
 MAX_PIXELS = 64_000_000
@@ -110,19 +108,3 @@ def downscale_note(height: int, width: int, patch_size: int, max_side: int | Non
     return (f"{width}x{height} images are downscaled to {model_w}x{model_h} for the model "
             f"(max_input_side {max_side}); tags and label masks still cover the whole image, "
             f"masks at its size")
-
-
-def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """CLIP normalisation of float pixels in [0, 1], channels first."""
-    mean = torch.tensor(OPENAI_DATASET_MEAN, dtype=pixels.dtype, device=pixels.device)
-    std = torch.tensor(OPENAI_DATASET_STD, dtype=pixels.dtype, device=pixels.device)
-    return (pixels - mean[:, None, None]) / std[:, None, None]
-
-
-def prepare_image(rgb: np.ndarray, patch_size: int, max_side: int | None = None) -> torch.Tensor:
-    """The model input (1, 3, H', W') for an RGB uint8 image: at native resolution, or with
-    its longer side brought down to `max_side` (see `model_input_size`), in one resize."""
-    height, width = model_input_size(rgb.shape[0], rgb.shape[1], patch_size, max_side)
-    resized = Image.fromarray(rgb).resize((width, height), Image.Resampling.BICUBIC)
-    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div(255.0)
-    return normalize(pixels).unsqueeze(0)

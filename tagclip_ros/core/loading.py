@@ -33,6 +33,7 @@ from open_clip.pretrained import _get_safe_alternatives, get_pretrained_cfg, is_
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from .device import precision_name, resolve_device, resolve_precision
+from .errors import WeightsError
 from .precision import apply_precision
 
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -50,10 +51,6 @@ TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # weights_only=False, which would run the pickle's code: this is said instead.
 PICKLE_REFUSED = ("it holds pickled objects other than tensors, which are refused unread as "
                   "they could run code")
-
-
-class WeightsError(RuntimeError):
-    """The model weights could not be found, read or downloaded."""
 
 
 def weights_setting(given: str | None) -> str | None:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from .tagclip import Tag
+    from .tags import Tag
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 LEGEND_HEIGHT = 0.5  # the legend's share of the image height at most; "+k more" for the rest
@@ -69,7 +69,7 @@ class Caption(NamedTuple):
 
 
 def tag_captions(tags: Sequence[Tag]) -> list[Caption]:
-    """The captions of tags (`core.tagclip.Tag`s, best first) that every overlay shows."""
+    """The captions of tags (`core.tags.Tag`s, best first) that every overlay shows."""
     return [Caption(t.class_id, t.label, s) for t, s in zip(tags, score_texts([t.score for t in tags]))]
 
 

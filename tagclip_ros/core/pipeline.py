@@ -18,12 +18,12 @@ from .image import model_input_size
 from .loading import LoadedModel
 from .profile import NO_TIMER, StageTimer
 from .dataset_profiles import DatasetProfile
-from .segment import ClipEsSegmenter, Segmentation, SegmentationSettings, Trunk, dmar_segment
-from .tagclip import AttentionVote, TagClip, TagClipSettings, TagResult
+from .segment import ClipEsSegmenter, Segmentation, Trunk, dmar_segment
+from .settings import SEGMENTATION_METHODS, SegmentationSettings, TagClipSettings
+from .tagclip import AttentionVote, TagClip
+from .tags import TagResult
 from .text import TextFeatureCache
 from .vocab import Vocabulary
-
-SEGMENTATION_METHODS = ("clipes", "dmar")
 
 
 @dataclass

@@ -29,16 +29,16 @@ import numpy as np
 import torch
 
 from .boxes import box_mask, contour_boxes
-from .image import DEFAULT_MAX_INPUT_SIDE, check_max_side, prepare_image
 from .loading import LoadedModel
 from .precision import matmul_weights
-from .tagclip import AttentionVote, TagResult
-from .text import TextFeatureCache, default_cache_dir
+from .dataset import CAM_STORAGE_DTYPE
+from .settings import CLIPES_BACKGROUND, SegmentationSettings, default_cache_dir
+from .tagclip import AttentionVote
+from .tags import TagResult
+from .text import TextFeatureCache
+from .transform import prepare_image
 from .vit import VisionTower
-from .vocab import VOC_BACKGROUND, Vocabulary, VocabularyStage, validate_names
-
-# CLIP-ES's background names (its BACKGROUND_CATEGORY), the default when the vocabulary has none.
-CLIPES_BACKGROUND: tuple[str, ...] = VOC_BACKGROUND
+from .vocab import Vocabulary, VocabularyStage
 
 # Added to the maximum before dividing in every min-max normalisation, as in the official
 # `scale_cam_image`: it keeps an all-zero CAM at zero instead of dividing by zero.
@@ -47,10 +47,6 @@ NORMALISE_EPSILON = 1e-7
 # Column-then-row normalisations of the attention before symmetrising (the official loop runs
 # one, then two more).
 SINKHORN_ROUNDS = 3
-
-# The precision the official pipeline stores refined CAMs in (`attn_highres`), and in which its
-# evaluation takes the label mask's argmax.
-CAM_STORAGE_DTYPE = np.float16
 
 # Rows of the label mask decided at a time: bounds the copies the argmax across maps makes.
 MASK_BAND_ROWS = 128
@@ -67,38 +63,6 @@ TOKENS_PER_PASS = 4 * 1601
 def tags_per_pass(tokens: int) -> int:
     """How many tags (copies of the last block) one gradient pass takes at `tokens` tokens."""
     return max(1, min(TAGS_PER_PASS, TOKENS_PER_PASS // tokens))
-
-
-@dataclass(frozen=True)
-class SegmentationSettings:
-    """CLIP-ES knobs; the defaults are the official VOC settings."""
-
-    background_power: float = 1.0   # background score = (1 − max CAM) ** background_power
-    box_threshold: float = 0.4      # CAM level (relative to its max) whose boxes mask the affinity
-    background: tuple[str, ...] | None = None  # None: the vocabulary's, else CLIPES_BACKGROUND
-    background_channel: bool = True  # False (COCO-Stuff): masks have no background, see label_mask
-    templates: str | tuple[str, ...] = "clipes"  # "a clean origami {}."
-    affinity_start: int = -8        # affinity = mean attention of blocks[affinity_start:-1]
-    affinity_last_block: bool = False  # COCO's CLIP-ES: blocks[affinity_start:], the last too
-    round_weights_fp16: bool = True  # use the weights as CLIP-ES's loader leaves them (clipes_model)
-    max_input_side: int | None = DEFAULT_MAX_INPUT_SIDE  # larger images are downscaled; None: never
-
-    def __post_init__(self) -> None:
-        if not self.background_power > 0:
-            raise ValueError(f"background_power must be positive, not {self.background_power}")
-        if not 0.0 <= self.box_threshold <= 1.0:
-            raise ValueError(f"box_threshold must lie in [0, 1], not {self.box_threshold}")
-        if self.affinity_start >= -1:
-            raise ValueError(f"affinity_start must be -2 or lower (the last block is never part "
-                             f"of the affinity), not {self.affinity_start}")
-        if self.background is not None:
-            validate_names(tuple(self.background), "background", allow_empty=True)
-        check_max_side(self.max_input_side)
-
-    @property
-    def mask_background_power(self) -> float | None:
-        """The label-mask rule's background exponent; None when masks have no background."""
-        return self.background_power if self.background_channel else None
 
 
 @dataclass

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .boxes import box_mask, contour_boxes
-from .image import DEFAULT_MAX_INPUT_SIDE, check_max_side, prepare_image
 from .loading import LoadedModel
 from .profile import NO_TIMER, StageTimer
 from .reduce import flat_mean, row_means
-from .text import TextFeatureCache, default_cache_dir
+from .settings import TagClipSettings, default_cache_dir
+from .tags import TagResult, relative_threshold_tags
+from .text import TextFeatureCache
+from .transform import prepare_image
 from .vit import AttentionHook, VisionTower
 from .vocab import Vocabulary, VocabularyStage
 
@@ -31,64 +33,6 @@ OUTSIDE_REGION_PENALTY = -1000.0
 # frame's (the largest the default max_input_side lets through): 8 frames of 480×640 per batch,
 # 5 of 640×640, and larger frames one at a time.
 COARSE_BATCH_TOKENS = 45 * 80 + 1
-
-
-@dataclass(frozen=True)
-class TagClipSettings:
-    """The algorithm's knobs; defaults are the paper's VOC/COCO settings."""
-
-    tag_threshold: float = 0.5        # relative threshold that turns final scores into tags
-    candidate_threshold: float = 0.5  # relative threshold for CWR candidates (COCO-Stuff: 0.1)
-    vote_min_layers: int = 4          # attention-level mask: entries above mean in ≥ this many blocks
-    affinity_start: int = -4          # affinity = mean attention of blocks[affinity_start:-1]
-    global_weight: float = 0.5        # weight of the CWR (global) score in the final score
-    skip_degenerate: bool = False     # official CWR stops at the first empty box; True skips it only
-    templates: str | tuple[str, ...] = "tagclip"
-    max_input_side: int | None = DEFAULT_MAX_INPUT_SIDE  # larger images are downscaled; None: never
-
-    def __post_init__(self) -> None:
-        for name in ("tag_threshold", "candidate_threshold", "global_weight"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], not {value}")
-        check_max_side(self.max_input_side)
-
-
-@dataclass(frozen=True)
-class Tag:
-    """A reported class: `index` into the vocabulary, its label and final score."""
-
-    index: int
-    label: str
-    score: float
-
-    @property
-    def class_id(self) -> int:
-        """Id used in label masks and messages: 0 is background, vocabulary entry i is i + 1."""
-        return self.index + 1
-
-
-@dataclass
-class TagResult:
-    """Everything TagCLIP computed for one image."""
-
-    vocabulary: Vocabulary
-    scores: np.ndarray        # final score per foreground class, vocabulary order
-    local_scores: np.ndarray  # DMAR score per foreground class
-    tags: list[Tag]           # classes above the relative threshold, best first
-    refined: torch.Tensor = field(repr=False)  # DMAR map (patches, all classes)
-    grid: tuple[int, int] = (0, 0)             # patch grid (rows, cols)
-    last_block_input: torch.Tensor | None = field(default=None, repr=False)  # (1, tokens, width)
-
-
-def relative_threshold_tags(scores: np.ndarray, labels: tuple[str, ...], factor: float) -> list[Tag]:
-    """Classes scoring above min + factor·(max − min), best first; the top class if none does."""
-    threshold = scores.min() + factor * (scores.max() - scores.min())
-    chosen = np.flatnonzero(scores > threshold)
-    if chosen.size == 0:
-        chosen = np.array([int(np.argmax(scores))])
-    chosen = sorted(chosen, key=lambda i: -scores[i])
-    return [Tag(int(i), labels[i], float(scores[i])) for i in chosen]
 
 
 class AttentionVote:

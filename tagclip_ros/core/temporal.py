@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .tagclip import Tag, TagResult
+from .tags import Tag, TagResult
 
 
 # What each setting means, for the node's `temporal.*` parameters and `tagclip bag`'s options.

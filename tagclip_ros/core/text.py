@@ -44,13 +44,6 @@ NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                       (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def default_cache_dir() -> str:
-    """Where text features persist between runs ($TAGCLIP_CACHE, else ~/.cache/tagclip_ros)."""
-    root = os.environ.get("TAGCLIP_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tagclip_ros")
-    return os.path.join(root, "text")
-
-
 @torch.no_grad()
 def encode_tokens(loaded: LoadedModel, tokens: torch.Tensor, truncate: bool = True) -> torch.Tensor:
     """Projected text features (unnormalised) of token rows, read at each end-of-text token.

@@ -32,7 +32,7 @@ from std_msgs.msg import Header
 from ..core.depth import DepthError
 from ..core.detections import DEFAULT_MIN_AREA, Region
 from ..core.pipeline import Perception
-from ..core.tagclip import TagResult
+from ..core.tags import TagResult
 from ..core.temporal import StableTags, TemporalSettings
 from . import conversions, detection_messages
 from .bag_depth import DepthLookahead, DepthTopics, depth_topics_problem

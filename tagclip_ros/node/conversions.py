@@ -10,7 +10,7 @@ import io
 import re
 import warnings
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -25,11 +25,13 @@ from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionC
 from ..core.detections import Region
 from ..core.image import MAX_PIXELS, ImageError, check_size, to_rgb
 from ..core.overlay import render_overlay, tag_captions
-from ..core.pipeline import Perceived
-from ..core.tagclip import TagResult
+from ..core.tags import TagResult
 from ..core.vocab import Vocabulary
 from ..msg import Tag, TagArray
 from . import detection_messages
+
+if TYPE_CHECKING:  # the camera feeder imports this module, which must not load torch
+    from ..core.pipeline import Perceived
 
 BACKGROUND_LABEL = "background"
 # Compressed formats accepted: those OpenCV decodes whose size PIL reads from the header alone,

@@ -11,7 +11,7 @@ overlay is drawn only while watched.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from std_msgs.msg import Header
@@ -21,7 +21,9 @@ from vision_msgs.msg import (BoundingBox2D, BoundingBox3D, Detection2D, Detectio
 
 from ..core.depth import Box3D
 from ..core.detections import Region, regions
-from ..core.pipeline import Perceived
+
+if TYPE_CHECKING:  # imported by the camera feeder (through conversions), which must not load torch
+    from ..core.pipeline import Perceived
 
 # Topics whose subscribers need the frame's regions.
 DETECTION_TOPICS = ("detections", "detections_3d")

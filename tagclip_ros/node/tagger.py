@@ -30,7 +30,7 @@ from ..core.loading import weights_setting
 from ..core.image import downscale_note
 from ..core.pipeline import Perceived, Perception, batching_pays
 from ..core.stamps import Wait
-from ..core.tagclip import TagResult
+from ..core.tags import TagResult
 from ..core.temporal import StableTags
 from . import conversions
 from .camera_streams import CameraStream, camera_streams

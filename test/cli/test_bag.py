@@ -16,7 +16,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from tagclip_ros.core import read_image
 from tagclip_ros.core.detections import DEFAULT_MIN_AREA, regions
-from tagclip_ros.core.tagclip import Tag
+from tagclip_ros.core.tags import Tag
 from tagclip_ros.core.temporal import StableTags, TemporalSettings
 
 from ..conftest import IMAGES, WEIGHTS

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tagclip_ros.core import read_image
-from tagclip_ros.core.crf import (CrfSettings, CrfUnavailableError, crf_label_mask, crf_refine,
-                                  kernel_image, require_crf)
+from tagclip_ros.core.crf import CrfSettings, crf_label_mask, crf_refine, kernel_image, require_crf
+from tagclip_ros.core.errors import CrfUnavailableError
 
 from ..conftest import IMAGES, REFERENCE
 

@@ -15,7 +15,8 @@ from tagclip_ros.core import TagClip, TagClipSettings, read_image
 from tagclip_ros.core.cocostuff import COCO_STUFF_CLASSES
 from tagclip_ros.core.dataset_profiles import (PROFILES, affinity_start, load_vocabulary, resolve_profile,
                                                select_profile)
-from tagclip_ros.core.segment import ClipEsSegmenter, SegmentationSettings
+from tagclip_ros.core.segment import ClipEsSegmenter
+from tagclip_ros.core.settings import SegmentationSettings
 
 from ..conftest import IMAGES, REFERENCE, reference_scores
 

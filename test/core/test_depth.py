@@ -7,7 +7,7 @@ import pytest
 from tagclip_ros.core.depth import (DepthError, Intrinsics, aligned, depth_metres, region_box,
                                     region_boxes)
 from tagclip_ros.core.detections import regions
-from tagclip_ros.core.tagclip import Tag
+from tagclip_ros.core.tags import Tag
 
 HEIGHT, WIDTH = 240, 320
 CAMERA = Intrinsics(fx=300.0, fy=310.0, cx=159.5, cy=119.5)

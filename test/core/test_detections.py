@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tagclip_ros.core.detections import regions
-from tagclip_ros.core.tagclip import Tag
+from tagclip_ros.core.tags import Tag
 
 CAT, DOG, CAR = Tag(0, "cat", 0.9), Tag(1, "dog", 0.7), Tag(2, "car", 0.5)  # ids 1, 2, 3
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tagclip_ros.core import ImageError, read_image, to_rgb
-from tagclip_ros.core.image import prepare_image
+from tagclip_ros.core.transform import prepare_image
 
 
 def test_gray_rgba_and_16_bit_become_rgb():

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tagclip_ros.core import TagClip, TagClipSettings, load_vocabulary, read_image
-from tagclip_ros.core.image import (DEFAULT_MAX_INPUT_SIDE, downscale_note, model_input_size,
-                                    prepare_image)
+from tagclip_ros.core.image import DEFAULT_MAX_INPUT_SIDE, downscale_note, model_input_size
 from tagclip_ros.core.pipeline import Perception
-from tagclip_ros.core.segment import (MASK_BAND_ROWS, SegmentationSettings, TOKENS_PER_PASS,
-                                      dmar_segment, label_mask, tags_per_pass, upsample_maps)
+from tagclip_ros.core.segment import (MASK_BAND_ROWS, TOKENS_PER_PASS, dmar_segment, label_mask,
+                                      tags_per_pass, upsample_maps)
+from tagclip_ros.core.settings import SegmentationSettings
+from tagclip_ros.core.transform import prepare_image
 from tagclip_ros.core.vit import VisionTower, self_only_mask
 
 from ..conftest import IMAGES

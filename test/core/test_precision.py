@@ -11,7 +11,7 @@ import torch
 from tagclip_ros.core import TagClip, TextFeatureCache, load_model, load_vocabulary, read_image
 from tagclip_ros.core.deviation import measure
 from tagclip_ros.core.dataset_profiles import PROFILES
-from tagclip_ros.core.image import prepare_image
+from tagclip_ros.core.transform import prepare_image
 from tagclip_ros.core.loading import from_model
 from tagclip_ros.core.precision import matmul_weights
 from tagclip_ros.core.segment import ClipEsSegmenter

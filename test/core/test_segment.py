@@ -15,7 +15,7 @@ from tagclip_ros.core import TextFeatureCache, Vocabulary, load_vocabulary, read
 from tagclip_ros.core.loading import LoadedModel
 from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.core.boxes import box_mask, contour_boxes
-from tagclip_ros.core.image import prepare_image
+from tagclip_ros.core.transform import prepare_image
 from tagclip_ros.core.segment import (
     CLIPES_BACKGROUND, ClipEsSegmenter, SegmentationSettings, background_names, clipes_model,
     dmar_segment, grad_cam, label_mask,

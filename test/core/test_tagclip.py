@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from tagclip_ros.core import TagClip, TagClipSettings, load_vocabulary, read_image
-from tagclip_ros.core.image import prepare_image
+from tagclip_ros.core.transform import prepare_image
 from tagclip_ros.core.boxes import box_mask, contour_boxes
-from tagclip_ros.core.tagclip import dmar, min_max, region_box, relative_threshold_tags
+from tagclip_ros.core.tagclip import dmar, min_max, region_box
+from tagclip_ros.core.tags import relative_threshold_tags
 
 from ..conftest import IMAGES, REFERENCE, reference_scores
 

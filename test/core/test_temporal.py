@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tagclip_ros.core.tagclip import TagResult, relative_threshold_tags
+from tagclip_ros.core.tags import TagResult, relative_threshold_tags
 from tagclip_ros.core.temporal import SETTING_HELP, StableTags, TemporalSettings
 from tagclip_ros.core.vocab import Vocabulary
 

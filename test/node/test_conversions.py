@@ -11,7 +11,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Classification, LabelInfo
 
 from tagclip_ros.core import BUILTIN
-from tagclip_ros.core.tagclip import TagResult, relative_threshold_tags
+from tagclip_ros.core.tags import TagResult, relative_threshold_tags
 from tagclip_ros.node import conversions
 from tagclip_ros.node.conversions import FrameError
 

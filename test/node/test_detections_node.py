@@ -18,7 +18,7 @@ from vision_msgs.msg import Detection2DArray
 
 from tagclip_ros.core import read_image
 from tagclip_ros.core.detections import DEFAULT_MIN_AREA, regions
-from tagclip_ros.core.tagclip import Tag
+from tagclip_ros.core.tags import Tag
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
 from tagclip_ros.node.harness import Camera, Client, wait_until

@@ -1,8 +1,9 @@
 """`image_source` as a real process over DDS: a video written by OpenCV arrives frame by frame, in
 order, raw and compressed, stamped with the current time; loop restarts it; bad sources exit
-with one sentence."""
+with one sentence; it loads no model library."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,10 +16,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from tagclip_ros.node.conversions import compressed_to_rgb, image_to_rgb
 from tagclip_ros.node.harness import Client, wait_until
 
+from ..conftest import MODEL_LIBRARIES, REPO
 from ..core.test_frames import FRAMES, frame_index, write_video
 
 IMAGE_SOURCE = os.path.join(os.path.dirname(sys.executable), "image_source")
-START_S = 120  # importing torch on a busy 2-core machine
+START_S = 120  # starting on a busy 2-core machine
 RATE = 10.0
 # Transient-local: a pass's first frame reaches this subscription even when it matches the
 # publisher only after image_source has seen it (discovery is not symmetric on a busy machine).
@@ -234,3 +236,13 @@ def test_an_unknown_parameter_is_named_with_the_closest_known_one(ros, video, tm
     finally:
         assert stop(process) == 0, read(log)
     assert "unknown parameter 'src' ignored; did you mean 'source'?" in read(log)
+
+
+def test_the_feeder_loads_no_model_library():
+    """The feeder runs beside the tagger, on the robot: it costs 70 MB and a third of a second
+    to start, not the 900 MB and 5 s of torch and open_clip (it needs neither)."""
+    code = ("import json, sys\nimport tagclip_ros.node.image_source\n"
+            f"print(json.dumps([m for m in {MODEL_LIBRARIES!r} if m in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
