@@ -66,6 +66,7 @@ from tagclip_ros.core.device import resolve_device  # noqa: E402
 from tagclip_ros.core.pipeline import Perceived, Perception, batching_pays  # noqa: E402
 from tagclip_ros.core.profile import STAGES  # noqa: E402
 from tagclip_ros.core.dataset_profiles import PROFILES  # noqa: E402
+from tagclip_ros.core.settings import PRECISION_NAMES  # noqa: E402
 from results_io import save_results  # noqa: E402
 from stages import (deviation, device_name, median_timing, parse_precisions, precision_refusal,  # noqa: E402
                     random_vit_b16, software, synchronize, tags_cell, timed_frame)
@@ -73,7 +74,7 @@ from stages import (deviation, device_name, median_timing, parse_precisions, pre
 SIZES = "640x480,1280x720"  # frames, width × height
 WORKS = {"tags": None, "clipes": "clipes", "dmar": "dmar"}  # row name → segmentation method
 WORK_TITLES = {"tags": "tags", "clipes": "tags + CLIP-ES masks", "dmar": "tags + DMAR masks"}
-ALL_PRECISIONS = "fp32,fp16,bf16"
+ALL_PRECISIONS = ",".join(PRECISION_NAMES)
 REFERENCE = "fp32"
 GOAL_DEVICE, GOAL_PRECISION, GOAL_SIZE = "cuda", "fp16", (480, 640)
 GOAL_MS = {"tags": 10.0, "clipes": 25.0}  # per 640×480 frame, cuda fp16

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from .boxes import box_mask, contour_boxes
+from .dataset import CAM_STORAGE_DTYPE
 from .loading import LoadedModel
 from .precision import matmul_weights
-from .dataset import CAM_STORAGE_DTYPE
 from .settings import CLIPES_BACKGROUND, SegmentationSettings, default_cache_dir
 from .tagclip import AttentionVote
 from .tags import TagResult

@@ -14,8 +14,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from ..core.depth import DEFAULT_MAX_DELAY, DEFAULT_MIN_POINTS
 from ..core.detections import DEFAULT_MIN_AREA
-from ..core.device import PRECISIONS
 from ..core.image import DEFAULT_MAX_INPUT_SIDE
+from ..core.settings import PRECISION_NAMES
 from ..core.temporal import ENABLED_HELP, SETTING_HELP, TemporalSettings
 from ..core.dataset_profiles import (BUILTIN, PROFILE_ESCAPE, PROFILES, DatasetProfile, affinity_start,
                                      select_profile)
@@ -125,7 +125,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "many pixels are downscaled for the model (label masks keep the frame's size); "
               "bounds memory per frame; 0: native size", CONFIGURE, value_range=(0, 16384)),
     ParamSpec("precision", "fp32", "numeric precision: fp32; bf16 (CPU or CUDA); fp16 (CUDA)",
-              CONFIGURE, choices=tuple(PRECISIONS)),
+              CONFIGURE, choices=PRECISION_NAMES),
     ParamSpec("text_cache_dir", "", "text-feature cache folder ('' = ~/.cache/tagclip_ros/text)",
               FIXED),
     ParamSpec("cameras", [], "cameras served by this one node and model, each under its own "
