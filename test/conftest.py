@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import random
 import shlex
 import socket
 from collections.abc import Iterator
@@ -20,23 +19,6 @@ IMAGES = os.path.join(REFERENCE, "images")
 # The libraries that building a model loads (about 4 s and 850 MB on this machine's CPU build):
 # what must stay out of the processes that need no model (the feeder, `tagclip --help`).
 MODEL_LIBRARIES = ("torch", "torchvision", "open_clip", "timm")
-
-
-# DDS domains the tests use, split between parallel pytest workers (pytest-xdist's -n).
-DOMAINS = range(100, 200)
-
-
-def fresh_domain() -> str:
-    """A random ROS_DOMAIN_ID from this pytest worker's own share of DOMAINS, so that nodes of
-    different test modules, and of tests running at once in other workers, never hear each
-    other."""
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-    share = len(DOMAINS) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    return str(DOMAINS[worker * share + random.randrange(share)])
-
-
-# What this worker starts without choosing a domain (benchmarks, bags) stays in its share too.
-os.environ["ROS_DOMAIN_ID"] = fresh_domain()
 
 
 class WritesMarker:

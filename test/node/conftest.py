@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable
 
@@ -13,8 +14,6 @@ from tagclip_ros.core import load_vocabulary
 from tagclip_ros.core.pipeline import Perception
 from tagclip_ros.node.harness import LATCHED, Client, TaggerProcess, wait_until
 
-from ..conftest import fresh_domain
-
 STARTUP_S = 240
 ANSWER_S = 60
 RESEND_S = 10  # a first frame unanswered this long is sent again (see answer_for)
@@ -25,7 +24,7 @@ def ros():
     """An rclpy client node spun in the background, on a random domain so that test modules
     (and other runs on the machine) never hear each other; large images go over LARGE_DATA,
     as run.sh sets it."""
-    os.environ["ROS_DOMAIN_ID"] = fresh_domain()
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     rclpy.init()
     client = Client()
