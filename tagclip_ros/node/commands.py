@@ -10,12 +10,17 @@ import importlib
 import os
 import signal
 import sys
+import threading
 from typing import NoReturn
 
 # What each executable imports before it starts, in the order a missing one is named.
 NEEDED = ("rclpy", "sensor_msgs.msg", "vision_msgs.msg", "tagclip_ros.msg")
 SOURCE_HINT = ("source the environment first: `. scripts/ros_env.sh .venv install` in this "
                "repository, or `source install/setup.bash` in a colcon workspace")
+# After Ctrl-C or SIGTERM a program ends by then, even if the clean-up (destroying the node, the
+# DDS participant) hangs, as it can on a loaded machine; launch escalates to SIGTERM at 5 s.
+EXIT_DEADLINE_S = 3.0
+_deadline: list[threading.Timer] = []  # the timer exit_within_deadline started, once
 
 
 def exit_quietly_on_signals() -> None:
@@ -32,6 +37,16 @@ def exit_now(status: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def exit_within_deadline(status: int = 0) -> None:
+    """From now on the process ends with `status` after EXIT_DEADLINE_S at the latest: the
+    clean-up after a signal runs, but cannot keep the program alive (a second call changes
+    nothing)."""
+    if not _deadline:
+        _deadline.append(threading.Timer(EXIT_DEADLINE_S, exit_now, (status,)))
+        _deadline[0].daemon = True
+        _deadline[0].start()
 
 
 def _exit_at_once(signum: int, frame: object) -> None:

@@ -39,6 +39,7 @@ from std_msgs.msg import Header
 
 from ..core.frames import Frame, SourceError, open_source, stream
 from ..msg import TagArray
+from .commands import exit_within_deadline
 from .conversions import rgb_to_compressed, rgb_to_image
 from .param_checks import given_at_start, type_reason, unknown_parameter_warnings
 
@@ -209,11 +210,12 @@ def main(args: list[str] | None = None) -> int:
     """Run until the pass ends, the source fails, or Ctrl-C / SIGTERM (at any moment, start-up
     included: status 0, without a stack trace). Bad parameters or an unusable source: one
     sentence on stderr and exit status 2, never a stack trace."""
-    # Ctrl-C and SIGTERM only set STOP (set before rclpy.init, so that rclpy's handler, which
-    # shuts the context down, chains to it): no KeyboardInterrupt can land inside rclpy's
-    # constructors. An error rclpy raises because the context went down is that stop.
+    # Ctrl-C and SIGTERM only set STOP and the exit deadline (set before rclpy.init, so that
+    # rclpy's handler, which shuts the context down, chains to it): no KeyboardInterrupt can land
+    # inside rclpy's constructors. An error rclpy raises because the context went down is that
+    # stop.
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: STOP.set())
+        signal.signal(signum, _stop)
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     try:
@@ -237,6 +239,12 @@ def main(args: list[str] | None = None) -> int:
             node.close()
         rclpy.try_shutdown()
     return (node.exit_code or 0) if node is not None else 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: the loop ends and the node is released, within the deadline."""
+    exit_within_deadline(0)
+    STOP.set()
 
 
 if __name__ == "__main__":

@@ -8,13 +8,11 @@ import threading
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-from .commands import exit_now
+from .commands import exit_now, exit_within_deadline
 from .param_checks import ParameterError
 
 _SIGNALLED = threading.Event()  # SIGINT or SIGTERM came: an error out of spin is its doing
 _BUILT = threading.Event()  # the node exists: from now on a signal ends it through its release
-# After a signal the process ends by then, even if the clean-up hangs (launch escalates at 5 s).
-EXIT_DEADLINE_S = 3.0
 
 
 def main(args: list[str] | None = None) -> int:
@@ -64,10 +62,7 @@ def main(args: list[str] | None = None) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    if not _SIGNALLED.is_set():
-        watchdog = threading.Timer(EXIT_DEADLINE_S, exit_now, (0,))
-        watchdog.daemon = True
-        watchdog.start()
+    exit_within_deadline(0)
     _SIGNALLED.set()
     if not _BUILT.is_set():
         exit_now(0)  # nothing to release yet (rclpy's handler has shut the context down)
