@@ -58,31 +58,42 @@ class TaggerProcess:
         """Send `signum` (default SIGINT, like Ctrl-C in a launch terminal) and return the exit
         status; a node still running after `timeout` s is killed (status -9). A node that
         has already exited is not signalled: its status is returned, so stop() is idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._dump_stacks(f"still running {timeout:.0f} s after {signal.Signals(signum).name}")
-                self.process.kill()
-                self.process.wait()
+        status = stop_process(self.process, self.log_path, signum, timeout)
         self._log.close()
-        return self.process.returncode
+        return status
 
-    def _dump_stacks(self, why: str) -> None:
-        """Append the node's thread stacks to its log (py-spy, from requirements/test.txt), so a
-        node that outlives its stop leaves where it waits, not only its -9."""
-        spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
-        if spy is None:
-            return
+
+def dump_stacks(pid: int, log_path: str, why: str) -> None:
+    """Append a process's thread stacks, Python and native (py-spy, from requirements/test.txt),
+    to its log, so that a node or feeder that outlives its stop leaves where it waits, not only
+    its -9."""
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if spy is None:
+        return
+    try:
+        dump = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True,
+                              text=True, timeout=60)
+        stacks = dump.stdout + dump.stderr
+    except (OSError, subprocess.TimeoutExpired) as error:
+        stacks = f"py-spy failed: {error}"
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n[harness] {why}; its stacks (py-spy dump):\n{stacks}\n")
+
+
+def stop_process(process: subprocess.Popen, log_path: str, signum: int = signal.SIGINT,
+                 timeout: float = 30.0) -> int:
+    """Send `signum` (default SIGINT, Ctrl-C) to a process whose output goes to `log_path` and
+    return its exit status; one still running after `timeout` s gets its stacks dumped into that
+    log and is killed (status -9). One that has exited is not signalled (idempotent)."""
+    if process.poll() is None:
+        process.send_signal(signum)
         try:
-            dump = subprocess.run([spy, "dump", "--pid", str(self.process.pid)], capture_output=True,
-                                  text=True, timeout=60)
-            stacks = dump.stdout + dump.stderr
-        except (OSError, subprocess.TimeoutExpired) as error:
-            stacks = f"py-spy failed: {error}"
-        self._log.write(f"\n[harness] {why}; its stacks (py-spy dump):\n{stacks}\n")
-        self._log.flush()
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            dump_stacks(process.pid, log_path,
+                        f"still running {timeout:.0f} s after {signal.Signals(signum).name}")
+            process.kill()
+    return process.wait()
 
 
 class Client:

@@ -23,7 +23,7 @@ from vision_msgs.msg import LabelInfo
 from tagclip_ros.core import load_vocabulary, read_image
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
-from tagclip_ros.node.harness import TAGGER, Client, TaggerProcess, wait_until
+from tagclip_ros.node.harness import TAGGER, Client, TaggerProcess, stop_process, wait_until
 from tagclip_ros.node.query_service import CLEANED_UP
 from tagclip_ros.node.worker import LatestFrameWorker
 from tagclip_ros.srv import TagImage
@@ -226,17 +226,15 @@ def test_a_camera_that_goes_away_and_comes_back_is_answered(ros, tagger, tmp_pat
     finally:
         if goes_away == "killed":
             first.kill()
-        else:
-            first.send_signal(signal.SIGINT)
-        first.wait(30)
+        stop_process(first, str(tmp_path / "first.log"))  # SIGINT, unless killed already
     second = image_source("/faults", f"{goes_away}_second", str(tmp_path / "second.log"))
     try:
         wait_until(answered(f"{goes_away}_second"), ANSWER_S, "answers to the new camera")
         wait_until(lambda: "chelsea.jpg: " in (tmp_path / "second.log").read_text(), ANSWER_S,
                    "the new camera prints the tags it gets back")
     finally:
-        second.send_signal(signal.SIGINT)
-        assert second.wait(30) == 0, (tmp_path / "second.log").read_text()
+        assert stop_process(second, str(tmp_path / "second.log")) == 0, \
+            (tmp_path / "second.log").read_text()
     assert process.process.poll() is None
     assert_clean_log(process)
 

@@ -14,7 +14,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from tagclip_ros.node.conversions import compressed_to_rgb, image_to_rgb
-from tagclip_ros.node.harness import Client, wait_until
+from tagclip_ros.node.harness import Client, stop_process, wait_until
 
 from ..conftest import MODEL_LIBRARIES, REPO
 from ..core.test_frames import FRAMES, frame_index, write_video
@@ -53,16 +53,6 @@ def start(namespace: str, log: str, **params) -> subprocess.Popen:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
 
 
-def stop(process: subprocess.Popen) -> int:
-    if process.poll() is None:
-        process.send_signal(2)  # SIGINT, like Ctrl-C
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait()
-
-
 def read(path: str) -> str:
     with open(path, encoding="utf-8", errors="replace") as f:
         return f.read()
@@ -90,7 +80,7 @@ def test_a_video_played_once_arrives_whole_in_order_with_current_stamps(ros, vid
     try:
         wait_until(lambda: process.poll() is not None, START_S, "image_source to finish its pass")
     finally:
-        stop(process)
+        stop_process(process, log)
     finished = time.time()
     assert process.returncode == 0, read(log)
     wait_until(lambda: len(received) >= FRAMES, 10, f"{FRAMES} frames")
@@ -117,7 +107,7 @@ def test_loop_plays_the_video_again_until_stopped(ros, video, tmp_path):
         wait_until(lambda: len(received) >= FRAMES + 3 or process.poll() is not None, START_S,
                    "a second pass of the video")
     finally:
-        code = stop(process)
+        code = stop_process(process, log)
     assert code == 0, read(log)
     indices = [frame_index(image_to_rgb(m)) for m, _ in received.items]
     assert len(indices) >= FRAMES + 3, read(log)
@@ -170,7 +160,7 @@ def test_paced_sends_a_frame_only_once_the_last_ones_tags_came_back(ros, video, 
                                      tags=[Tag(class_id=1, label=f"f{i}", score=0.5)]))
         wait_until(lambda: process.poll() is not None, START_S, "image_source to finish its pass")
     finally:
-        code = stop(process)
+        code = stop_process(process, log)
     assert code == 0, read(log)
     assert [frame_index(image_to_rgb(m)) for m, _ in received.items] == list(range(FRAMES))
     printed = [line for line in read(log).splitlines() if ": f" in line]
@@ -197,7 +187,7 @@ def test_an_unanswered_frame_is_sent_again_until_its_tags_come_back(ros, video, 
     try:
         wait_until(lambda: process.poll() is not None, START_S, "image_source to finish its pass")
     finally:
-        code = stop(process)
+        code = stop_process(process, log)
     assert code == 0, read(log)
     assert "going on" not in read(log)
     printed = [line for line in read(log).splitlines() if ": f" in line]
@@ -221,7 +211,7 @@ def test_ctrl_c_while_it_starts_exits_0_without_a_stack_trace(ros, video, tmp_pa
         else:
             time.sleep(moment)  # not a wait for anything: the moment of the Ctrl-C
     finally:
-        code = stop(process)
+        code = stop_process(process, log)
     assert code == 0, read(log)
     assert "Traceback" not in read(log) and "Exception ignored" not in read(log), read(log)
 
@@ -234,7 +224,7 @@ def test_an_unknown_parameter_is_named_with_the_closest_known_one(ros, video, tm
         wait_until(lambda: "publishing" in read(log) or process.poll() is not None, START_S,
                    "image_source up")  # it warns before that
     finally:
-        assert stop(process) == 0, read(log)
+        assert stop_process(process, log) == 0, read(log)
     assert "unknown parameter 'src' ignored; did you mean 'source'?" in read(log)
 
 

@@ -20,11 +20,11 @@ from tagclip_ros.core.frames import open_source, stream
 from tagclip_ros.core.temporal import StableTags, TemporalSettings
 from tagclip_ros.msg import TagArray
 from tagclip_ros.node.conversions import rgb_to_image
-from tagclip_ros.node.harness import Camera, wait_until
+from tagclip_ros.node.harness import Camera, stop_process, wait_until
 
 from ..conftest import IMAGES, WEIGHTS
 from .conftest import answer_for, started_tagger
-from .test_image_source import IMAGE_SOURCE, START_S, read, stop, stamp_seconds
+from .test_image_source import IMAGE_SOURCE, START_S, read, stamp_seconds
 from .test_tagger_node import set_parameter
 
 NS = "/stable"
@@ -99,7 +99,7 @@ def test_a_flickering_class_in_a_video_is_held_back_and_a_real_change_followed(
     try:
         wait_until(lambda: source.poll() is not None, START_S + 60 * len(SEQUENCE), "the video's pass")
     finally:
-        stop(source)
+        stop_process(source, log)
     assert source.returncode == 0, read(log)
     # Paced: each frame went out once the previous one was answered, so the answers' stamps
     # order the frames (the test does not subscribe to the images: on a busy machine its own
