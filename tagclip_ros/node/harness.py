@@ -81,7 +81,7 @@ def dump_stacks(pid: int, log_path: str, why: str) -> None:
 
 
 def stop_process(process: subprocess.Popen, log_path: str, signum: int = signal.SIGINT,
-                 timeout: float = 30.0) -> int:
+                 timeout: float = 20.0) -> int:
     """Send `signum` (default SIGINT, Ctrl-C) to a process whose output goes to `log_path` and
     return its exit status; one still running after `timeout` s gets its stacks dumped into that
     log and is killed (status -9). One that has exited is not signalled (idempotent)."""

@@ -226,14 +226,14 @@ def test_a_camera_that_goes_away_and_comes_back_is_answered(ros, tagger, tmp_pat
     finally:
         if goes_away == "killed":
             first.kill()
-        stop_process(first, str(tmp_path / "first.log"))  # SIGINT, unless killed already
+        stop_process(first, str(tmp_path / "first.log"), timeout=30)  # SIGINT, unless killed already
     second = image_source("/faults", f"{goes_away}_second", str(tmp_path / "second.log"))
     try:
         wait_until(answered(f"{goes_away}_second"), ANSWER_S, "answers to the new camera")
         wait_until(lambda: "chelsea.jpg: " in (tmp_path / "second.log").read_text(), ANSWER_S,
                    "the new camera prints the tags it gets back")
     finally:
-        assert stop_process(second, str(tmp_path / "second.log")) == 0, \
+        assert stop_process(second, str(tmp_path / "second.log"), timeout=30) == 0, \
             (tmp_path / "second.log").read_text()
     assert process.process.poll() is None
     assert_clean_log(process)
