@@ -13,6 +13,8 @@ import sys
 import threading
 from typing import NoReturn
 
+from . import exit_timer
+
 # What each executable imports before it starts, in the order a missing one is named.
 NEEDED = ("rclpy", "sensor_msgs.msg", "vision_msgs.msg", "tagclip_ros.msg")
 SOURCE_HINT = ("source the environment first: `. scripts/ros_env.sh .venv install` in this "
@@ -20,6 +22,8 @@ SOURCE_HINT = ("source the environment first: `. scripts/ros_env.sh .venv instal
 # After Ctrl-C or SIGTERM a program ends by then, even if the clean-up (destroying the node, the
 # DDS participant) hangs, as it can on a loaded machine; launch escalates to SIGTERM at 5 s.
 EXIT_DEADLINE_S = 3.0
+# ... or this much later, if the hang holds the GIL so that the Python timer cannot run (exit_timer)
+NATIVE_GRACE_S = 1.0
 _deadline: list[threading.Timer] = []  # the timer exit_within_deadline started, once
 
 
@@ -40,13 +44,14 @@ def exit_now(status: int) -> NoReturn:
 
 
 def exit_within_deadline(status: int = 0) -> None:
-    """From now on the process ends with `status` after EXIT_DEADLINE_S at the latest: the
-    clean-up after a signal runs, but cannot keep the program alive (a second call changes
-    nothing)."""
+    """From now on the process ends with `status` after EXIT_DEADLINE_S at the latest (a
+    second later if a C call holds the GIL then): the clean-up after a signal runs, but cannot
+    keep the program alive (a second call changes nothing)."""
     if not _deadline:
         _deadline.append(threading.Timer(EXIT_DEADLINE_S, exit_now, (status,)))
         _deadline[0].daemon = True
         _deadline[0].start()
+        exit_timer.arm(EXIT_DEADLINE_S + NATIVE_GRACE_S, status)
 
 
 def _exit_at_once(signum: int, frame: object) -> None:

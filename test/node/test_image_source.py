@@ -238,12 +238,15 @@ def test_the_feeder_loads_no_model_library():
     assert json.loads(done.stdout) == []
 
 
-def test_a_stop_ends_the_feeder_even_if_its_clean_up_hangs():
-    """Ctrl-C sets a deadline (commands.EXIT_DEADLINE_S): a clean-up that hangs in DDS, as one
-    did with two test workers on 2 cores (SIGINT, still running 30 s later), cannot keep the
-    feeder alive past it."""
-    code = ("import time\nfrom tagclip_ros.node import image_source\n"
-            "image_source._stop(2, None)\ntime.sleep(600)  # a clean-up that never returns\n")
+@pytest.mark.parametrize("hang", ["time.sleep(600)", "ctypes.PyDLL(None).sleep(600)"],
+                         ids=["releasing the GIL", "holding the GIL"])
+def test_a_stop_ends_the_feeder_even_if_its_clean_up_hangs(hang):
+    """Ctrl-C sets a deadline (commands.EXIT_DEADLINE_S): a clean-up that never returns cannot
+    keep the feeder alive past it, even one stuck in a C call that holds the GIL, where no
+    Python timer can run. Fast DDS's TCP transport hangs so in destroy_node (node/exit_timer.py),
+    now and then on a loaded machine: SIGINT, and the feeder still there 30 s later."""
+    code = (f"import ctypes, time\nfrom tagclip_ros.node import image_source\n"
+            f"image_source._stop(2, None)\n{hang}  # a clean-up that never returns\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
