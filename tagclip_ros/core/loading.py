@@ -72,11 +72,6 @@ class LoadedModel:
     compile: bool = False  # compile the vision tower's fixed-shape passes (core/vit.py)
 
     @property
-    def precision(self) -> str:
-        """The name of `dtype` (fp32, fp16, bf16), as `load_model` takes it."""
-        return precision_name(self.dtype)
-
-    @property
     def patch_size(self) -> int:
         return int(self.model.visual.conv1.kernel_size[0])
 

@@ -3,7 +3,7 @@ while someone listens (the overlay, detections, detections_3d)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from std_msgs.msg import Header
@@ -11,13 +11,11 @@ from vision_msgs.msg import Detection3DArray
 
 from ..core.depth import DepthError
 from ..core.detections import Region
+from ..core.pipeline import Perceived
 from ..core.stamps import Wait
 from . import conversions, detection_messages
 from .camera_streams import CameraStream
 from .diagnostics import FrameStats
-
-if TYPE_CHECKING:  # the model's modules load at configure, not with the node
-    from ..core.pipeline import Perceived
 
 LOG_THROTTLE_S = 5.0
 

@@ -25,10 +25,9 @@ def main(args: list[str] | None = None) -> int:
     # rclpy's handler also shuts the context down, and the KeyboardInterrupt is raised wherever
     # the main thread is: inside rclpy taking a message or making a wait set it comes out as
     # rclpy's error instead (a RuntimeError from pybind11, an RCLError), equally an interrupt.
-    # Until the node exists and the model's modules are imported (rclpy.init, torch: seconds), a
-    # signal ends the process at once (a KeyboardInterrupt raised inside the import machinery's
-    # callbacks would be printed and lost); before this, commands.exit_quietly_on_signals does
-    # the same.
+    # Until the node exists (rclpy.init, importing torch: seconds), a signal ends the process at
+    # once (a KeyboardInterrupt raised inside the import machinery's callbacks would be printed
+    # and lost); before this, commands.exit_quietly_on_signals does the same.
     node = None
     worker_ended = True
     status = 0
@@ -36,9 +35,8 @@ def main(args: list[str] | None = None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _interrupt)
         rclpy.init(args=args if args is not None else sys.argv)
-        from .tagger import TaggerNode, import_model_modules
-        node = TaggerNode()  # start values checked before torch loads (with autostart, it loads here)
-        import_model_modules()  # not later, in a configure while spinning: see the top
+        from .tagger import TaggerNode  # after init: importing torch takes seconds
+        node = TaggerNode()
         _BUILT.set()
         executor = SingleThreadedExecutor()
         executor.add_node(node)

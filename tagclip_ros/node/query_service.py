@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
 
+from ..core.pipeline import Perceived, Perception
+from ..core.queries import QueryPerceptions, query_profile
 from ..srv import TagImage
 from . import conversions
 from .params import overrides_from
-
-if TYPE_CHECKING:  # the model's modules load at configure (tagger.load_perception), not with the node
-    from ..core.pipeline import Perceived, Perception
-    from ..core.queries import QueryPerceptions
 
 NOT_ACTIVE = "the node is not active: activate it (lifecycle) and ask again"
 CLEANED_UP = "the node was cleaned up before the request's turn"
@@ -73,7 +71,6 @@ class TagImageService:
         perception = self.node.perception
         if perception is None:
             return failure(CLEANED_UP)
-        from ..core.queries import query_profile  # loaded with the model by now
         try:
             rgb = conversions.image_to_rgb(request.image)
             profile = query_profile(request.vocabulary, request.background,
@@ -89,7 +86,6 @@ class TagImageService:
 
     def _queries_for(self, perception: Perception) -> QueryPerceptions:
         """The request Perceptions built from the node's current one (anew after a configure)."""
-        from ..core.queries import QueryPerceptions  # loaded with the model by now
         queries = self._queries
         if queries is None or queries.base is not perception:
             queries = QueryPerceptions(perception)

@@ -2,19 +2,16 @@
 
 Thin by design: it maps parameters to core settings, topics to conversions, and keeps
 inference on a worker thread that only ever sees each camera's newest frame, the cameras in
-turn (one model for all of them: `cameras`, node/camera_streams.py). The model's modules (torch,
-open_clip) are imported at configure (`load_perception`), so that a bad start value is answered
-before they load. See ../shared/design/ros-interface.md for the contract.
+turn (one model for all of them: `cameras`, node/camera_streams.py). See
+../shared/design/ros-interface.md for the contract.
 """
 from __future__ import annotations
 
-import importlib
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -27,9 +24,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool
 
-from ..core.errors import WeightsError
+from ..core import TextFeatureCache, WeightsError, default_cache_dir, load_model
+from ..core.device import precision_name
+from ..core.loading import weights_setting
 from ..core.image import downscale_note
-from ..core.settings import default_cache_dir
+from ..core.pipeline import Perceived, Perception, batching_pays
 from ..core.stamps import Wait
 from ..core.tags import TagResult
 from ..core.temporal import StableTags
@@ -48,9 +47,6 @@ try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
 except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
-
-if TYPE_CHECKING:  # imported by load_perception
-    from ..core.pipeline import Perceived, Perception
 
 NODE_NAME = "tagclip_tagger"
 # How long cleanup and exit wait for a frame in progress (which cannot be interrupted: ViT-B/16
@@ -109,9 +105,17 @@ class TaggerNode(LifecycleNode):
 
     # ---- lifecycle -------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        values = self._values()
         try:
-            self.perception = load_perception(values, self.get_logger().info)
+            loaded = load_model(self.param("model.name"), self.param("model.pretrained"),
+                                weights_setting(self.param("model.weights")), self.param("device"),
+                                self.param("precision"), self.param("compile"))
+            cache = TextFeatureCache(loaded, self.param("text_cache_dir") or default_cache_dir())
+            self.get_logger().info(f"loaded {loaded.description} on {loaded.device} in "
+                                   f"{precision_name(loaded.dtype)}; "
+                                   "encoding the vocabulary")
+            values = self._values()
+            self.perception = Perception.for_profile(loaded, profile_from(values), cache,
+                                                     *overrides_from(values))
         except (WeightsError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -236,7 +240,6 @@ class TaggerNode(LifecycleNode):
         setting, perception = self.param("batching"), self.perception
         if setting == "off" or perception is None:
             return 1
-        from ..core.pipeline import batching_pays  # loaded with the model by now
         if setting == "auto" and not batching_pays(perception.tagger.loaded):
             return 1
         return len(self.streams)
@@ -344,7 +347,7 @@ class TaggerNode(LifecycleNode):
         info = {"vocabulary_size": str(len(perception.vocabulary.classes)) if perception else "0"}
         if perception is not None:
             loaded = perception.tagger.loaded
-            info.update(device=str(loaded.device), precision=loaded.precision,
+            info.update(device=str(loaded.device), precision=precision_name(loaded.dtype),
                         model=loaded.description)
         state, worker = self._state(), self.worker
         dropped = worker.dropped if worker else 0
@@ -369,29 +372,6 @@ class Frame:
     depth: Wait | None
 
 
-def load_perception(values: dict[str, Any], note: Callable[[str], None]) -> Perception:
-    """The model, its text-feature cache and the Perception that the parameters `values` ask
-    for (raises WeightsError or ValueError with one sentence); `note` hears when the model is
-    loaded and the vocabulary is being encoded. The model's modules are imported here: torch and
-    open_clip take seconds to import (tens on a Jetson)."""
-    from ..core.loading import load_model, weights_setting
-    from ..core.pipeline import Perception
-    from ..core.text import TextFeatureCache
-    loaded = load_model(values["model.name"], values["model.pretrained"],
-                        weights_setting(values["model.weights"]), values["device"],
-                        values["precision"], values["compile"])
-    cache = TextFeatureCache(loaded, values["text_cache_dir"] or default_cache_dir())
-    note(f"loaded {loaded.description} on {loaded.device} in {loaded.precision}; encoding the vocabulary")
-    return Perception.for_profile(loaded, profile_from(values), cache, *overrides_from(values))
-
-
-def import_model_modules() -> None:
-    """Import what `load_perception` needs, for a caller that wants the seconds this takes
-    spent now rather than at the first configure."""
-    for module in ("loading", "pipeline", "text"):
-        importlib.import_module(f"..core.{module}", __package__)
-
-
 def stable_tags(values: dict[str, Any]) -> StableTags | None:
     """A new stream's stable tags with the `temporal.*` values; None while temporal.enabled
     is off."""
@@ -399,8 +379,7 @@ def stable_tags(values: dict[str, Any]) -> StableTags | None:
 
 
 def free_accelerator_memory() -> None:
-    """Return cached GPU memory after the model is dropped (no-op on the CPU, or if no model
-    was ever loaded: torch is not imported for this)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
+    """Return cached GPU memory after the model is dropped (no-op on the CPU)."""
+    import torch
+    if torch.cuda.is_available():
         torch.cuda.empty_cache()
